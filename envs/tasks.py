@@ -1,0 +1,50 @@
+"""What a task is, and how to build its Gymnasium environments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+import envs  # noqa: F401  (registers the toy envs)
+from rl_lab.errors import UserError
+
+
+@dataclass(frozen=True)
+class Task:
+    """A named environment: a Gymnasium id with kwargs, or a text task (kind="text")."""
+
+    name: str
+    env_id: str
+    kwargs: dict = field(default_factory=dict)
+    solved_at: float | None = None  # mean eval return that counts as solved
+    kind: str = "gym"
+    description: str = ""
+
+
+def gym_task(env_id: str) -> Task:
+    """A task for any registered Gymnasium id, passed as-is on the command line."""
+    try:
+        spec = gym.spec(env_id)
+    except gym.error.Error as error:
+        raise UserError(f"unknown Gymnasium id {env_id!r} ({error}); see `python -m rl_lab.run list`")
+    return Task(env_id, env_id, {}, spec.reward_threshold, "gym", f"Gymnasium {env_id}")
+
+
+def make_env(task: Task, render_mode: str | None = None) -> gym.Env:
+    try:
+        return gym.make(task.env_id, render_mode=render_mode, **task.kwargs)
+    except gym.error.DependencyNotInstalled as error:
+        raise UserError(f"task {task.name!r} needs a missing package: {error}")
+
+
+def make_vector_env(task: Task, num_envs: int) -> gym.vector.VectorEnv:
+    """Several copies stepped together; an episode end resets in the same step.
+
+    SAME_STEP autoreset puts the real final observation in infos["final_obs"], which the
+    loop needs so that truncated episodes can bootstrap from it.
+    """
+    return SyncVectorEnv(
+        [lambda: make_env(task) for _ in range(num_envs)], autoreset_mode=AutoresetMode.SAME_STEP
+    )

@@ -1,0 +1,1 @@
+"""Network modules only: no optimizers, no environments."""

@@ -1,0 +1,5 @@
+import sys
+
+from rl_lab.run import main
+
+sys.exit(main())

@@ -1,0 +1,179 @@
+"""Deep Q-Network (Mnih et al. 2015) with the usual upgrades as flags.
+
+Double DQN (van Hasselt 2016), dueling heads (Wang 2016), n-step returns and prioritized
+replay (Schaul 2016); Huber loss, gradient clipping, hard or Polyak target updates and a
+linear epsilon schedule. The whole update rule is `DQNAgent.update`.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from policies.mlp import flat_size
+from policies.q import QNetwork
+from rl_lab import functional as fn
+from rl_lab.buffers import PrioritizedReplayBuffer, ReplayBuffer, Transition
+from rl_lab.config import option, validate
+from rl_lab.errors import UserError
+
+
+@dataclass
+class DQNConfig:
+    """DQN hyperparameters (defaults are CartPole's preset)."""
+
+    lr: float = option(1e-3, "Adam learning rate", min=0.0)
+    batch_size: int = option(64, "transitions per gradient step", min=1)
+    buffer_size: int = option(50_000, "replay buffer capacity (transitions)", min=1)
+    learning_starts: int = option(1_000, "env steps of experience before the first update", min=0)
+    gamma: float = option(0.99, "discount factor", min=0.0, max=1.0)
+    train_freq: int = option(4, "env steps between updates", min=1)
+    gradient_steps: int = option(1, "gradient steps per update", min=1)
+    target_update_interval: int = option(250, "gradient steps between target-network updates",
+                                         min=1)
+    tau: float = option(1.0, "target update rate: 1 copies the online net, <1 is Polyak averaging",
+                        min=0.0, max=1.0)
+    epsilon_start: float = option(1.0, "initial exploration rate", min=0.0, max=1.0)
+    epsilon_end: float = option(0.05, "final exploration rate", min=0.0, max=1.0)
+    exploration_fraction: float = option(0.2, "fraction of total steps over which epsilon decays",
+                                         min=0.0, max=1.0)
+    double: bool = option(True, "double DQN targets (online net picks, target net values)")
+    dueling: bool = option(False, "dueling value/advantage head")
+    n_step: int = option(1, "rewards summed per transition before bootstrapping", min=1)
+    prioritized: bool = option(False, "prioritized replay (proportional, sum tree)")
+    per_alpha: float = option(0.6, "prioritization exponent", min=0.0)
+    per_beta: float = option(0.4, "initial importance-weight exponent, annealed to 1", min=0.0,
+                             max=1.0)
+    max_grad_norm: float = option(10.0, "gradient clipping norm (0 disables)", min=0.0)
+    hidden: tuple = option((64, 64), "hidden layer sizes, comma separated")
+    activation: str = option("relu", "hidden activation", choices=("relu", "tanh", "gelu"))
+
+    def __post_init__(self):
+        validate(self)
+        if self.epsilon_end > self.epsilon_start:
+            raise ValueError("--epsilon-end must not exceed --epsilon-start")
+
+
+class DQNAgent:
+    def __init__(self, config: DQNConfig, observation_space: gym.Space, action_space: gym.Space,
+                 num_envs: int, total_steps: int, seed: int):
+        if not isinstance(action_space, gym.spaces.Discrete):
+            raise UserError(f"dqn needs a discrete action space, this task has {action_space}; "
+                            "use ppo for continuous actions")
+        self.config, self.num_envs, self.total_steps = config, num_envs, total_steps
+        self.num_actions = int(action_space.n)
+        obs_shape = observation_space.shape
+        with torch.random.fork_rng():  # seeded init without touching the global rng
+            torch.manual_seed(seed)
+            self.q_net = QNetwork(flat_size(obs_shape), self.num_actions, config.hidden,
+                                  config.dueling, config.activation)
+        self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
+        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=config.lr)
+        buffer_cls = PrioritizedReplayBuffer if config.prioritized else ReplayBuffer
+        extra = {"alpha": config.per_alpha} if config.prioritized else {}
+        self.buffer = buffer_cls(config.buffer_size, obs_shape, num_envs, seed + 1,
+                                 n_step=config.n_step, gamma=config.gamma, **extra)
+        self.rng = np.random.default_rng(seed + 2)  # exploration
+        self.env_steps = 0
+        self.steps_since_update = 0
+        self.gradient_steps = 0
+        self.target_syncs = 0
+
+    # -------------------------------------------------------------- acting
+
+    @property
+    def epsilon(self) -> float:
+        c = self.config
+        decay_steps = max(c.exploration_fraction * self.total_steps, 1.0)
+        return fn.linear_schedule(c.epsilon_start, c.epsilon_end, self.env_steps / decay_steps)
+
+    def act(self, obs, *, explore: bool = True) -> np.ndarray:
+        obs = np.asarray(obs, dtype=np.float32)
+        if not explore:
+            return self.greedy(obs)
+        explore_mask = self.rng.random(len(obs)) < self.epsilon
+        actions = self.rng.integers(self.num_actions, size=len(obs))
+        if not explore_mask.all():  # skip the forward pass while every env explores
+            actions = np.where(explore_mask, actions, self.greedy(obs))
+        return actions
+
+    def greedy(self, obs: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.q_net(torch.from_numpy(obs)).argmax(dim=-1).numpy()
+
+    def observe(self, batch: Transition) -> None:
+        self.buffer.add(batch)
+        self.env_steps += self.num_envs
+        self.steps_since_update += self.num_envs
+
+    def ready(self) -> bool:
+        return (self.steps_since_update >= self.config.train_freq
+                and self.env_steps >= self.config.learning_starts and len(self.buffer) > 0)
+
+    # -------------------------------------------------------------- learning
+
+    def update(self) -> dict[str, float]:
+        c = self.config
+        self.steps_since_update = 0
+        if c.prioritized:  # anneal beta to 1 over the run, as in the paper
+            self.buffer.beta = fn.linear_schedule(c.per_beta, 1.0, self.env_steps / self.total_steps)
+        for _ in range(c.gradient_steps):
+            batch = self.buffer.sample(c.batch_size)
+            with torch.no_grad():
+                target_next_q = self.target_net(batch.next_obs)
+                if c.double:
+                    next_values = fn.double_q_next_values(self.q_net(batch.next_obs), target_next_q)
+                else:
+                    next_values = target_next_q.max(dim=-1).values
+                targets = fn.td_target(batch.reward, next_values, batch.terminated, batch.discount)
+            q_values = self.q_net(batch.obs).gather(1, batch.action.unsqueeze(1)).squeeze(1)
+            loss = fn.huber_loss(q_values, targets, batch.weights if c.prioritized else None)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if c.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(self.q_net.parameters(), c.max_grad_norm)
+            self.optimizer.step()
+            if c.prioritized:
+                self.buffer.update_priorities(batch.indices, (q_values - targets).detach().numpy())
+            self.gradient_steps += 1
+            if self.gradient_steps % c.target_update_interval == 0:
+                fn.polyak_update(self.q_net, self.target_net, c.tau)
+                self.target_syncs += 1
+        return {"losses/td_loss": float(loss), "losses/q_values": float(q_values.mean()),
+                "charts/epsilon": self.epsilon}
+
+    # -------------------------------------------------------------- checkpoints
+
+    def state_dict(self) -> dict:
+        return {
+            "q_net": self.q_net.state_dict(), "target_net": self.target_net.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "buffer": self.buffer.state_dict(),
+            "rng": self.rng.bit_generator.state,
+            "counters": {"env_steps": self.env_steps, "steps_since_update": self.steps_since_update,
+                         "gradient_steps": self.gradient_steps, "target_syncs": self.target_syncs},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.q_net.load_state_dict(state["q_net"])
+        self.target_net.load_state_dict(state["target_net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.buffer.load_state_dict(state["buffer"])
+        self.rng.bit_generator.state = state["rng"]
+        for name, value in state["counters"].items():
+            setattr(self, name, int(value))
+
+    def policy_state(self) -> dict:
+        """What evaluation needs: the online network alone."""
+        return {"q_net": self.q_net.state_dict()}
+
+
+Config = DQNConfig
+
+
+def make_agent(config: DQNConfig, observation_space, action_space, num_envs: int,
+               total_steps: int, seed: int) -> DQNAgent:
+    return DQNAgent(config, observation_space, action_space, num_envs, total_steps, seed)

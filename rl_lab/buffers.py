@@ -1,0 +1,299 @@
+"""Replay buffers (uniform, n-step, prioritized) and the on-policy rollout buffer.
+
+Every buffer owns its own seeded numpy Generator, so the same seed draws the same samples,
+and its whole state (arrays, cursor, rng) goes into checkpoints via state_dict().
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from rl_lab import functional as fn
+
+
+@dataclass
+class Transition:
+    """One vectorized env step: row i belongs to env i.
+
+    `next_obs` is the observation the step really led to: on an episode end it is the final
+    observation (not the reset one), so truncated episodes can bootstrap from it.
+    """
+
+    obs: object
+    action: np.ndarray
+    reward: np.ndarray
+    next_obs: object
+    terminated: np.ndarray
+    truncated: np.ndarray
+
+
+@dataclass
+class ReplaySample:
+    obs: torch.Tensor
+    action: torch.Tensor
+    reward: torch.Tensor  # n-step discounted sum
+    next_obs: torch.Tensor  # observation n steps later (or at the episode end)
+    terminated: torch.Tensor
+    discount: torch.Tensor  # gamma ** (number of rewards summed)
+    weights: torch.Tensor  # importance weights (ones for uniform replay)
+    indices: np.ndarray
+
+
+class ReplayBuffer:
+    """Ring buffer of transitions with optional n-step returns.
+
+    N-step folding happens on insert, per env: a window of the last n steps is kept; once
+    full, its oldest step becomes a stored transition carrying the discounted sum of n
+    rewards. When an episode ends (terminated or truncated) the window is flushed: each
+    remaining step is stored with the shorter sum up to the end, bootstrapping from the
+    final observation unless the episode terminated.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        obs_shape: tuple[int, ...],
+        num_envs: int,
+        seed: int,
+        n_step: int = 1,
+        gamma: float = 0.99,
+        obs_dtype=np.float32,
+    ):
+        self.capacity, self.n_step, self.gamma = capacity, n_step, gamma
+        self.obs = np.zeros((capacity, *obs_shape), dtype=obs_dtype)
+        self.next_obs = np.zeros((capacity, *obs_shape), dtype=obs_dtype)
+        self.action = np.zeros(capacity, dtype=np.int64)
+        self.reward = np.zeros(capacity, dtype=np.float32)
+        self.terminated = np.zeros(capacity, dtype=np.float32)
+        self.discount = np.zeros(capacity, dtype=np.float32)
+        self.cursor = 0
+        self.size = 0
+        self.rng = np.random.default_rng(seed)
+        self._windows: list[list[tuple]] = [[] for _ in range(num_envs)]
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, batch: Transition) -> None:
+        """Insert one vectorized step (n-step windows are folded per env)."""
+        if self.n_step == 1:
+            for i in range(len(batch.action)):
+                self._store(
+                    batch.obs[i], batch.action[i], batch.reward[i], batch.next_obs[i],
+                    batch.terminated[i], self.gamma,
+                )
+            return
+        for i, window in enumerate(self._windows):
+            window.append((batch.obs[i], batch.action[i], float(batch.reward[i])))
+            ended = bool(batch.terminated[i] or batch.truncated[i])
+            if len(window) == self.n_step:
+                self._store_window_head(window, batch.next_obs[i], bool(batch.terminated[i]))
+            if ended:
+                while window:
+                    self._store_window_head(window, batch.next_obs[i], bool(batch.terminated[i]))
+
+    def _store_window_head(self, window: list, next_obs, terminated: bool) -> None:
+        obs, action, _ = window[0]
+        rewards = [step[2] for step in window]
+        self._store(obs, action, fn.nstep_return(rewards, self.gamma), next_obs, terminated,
+                    self.gamma ** len(rewards))
+        window.pop(0)
+
+    def _store(self, obs, action, reward, next_obs, terminated, discount) -> None:
+        slot = self.cursor
+        self.obs[slot] = obs
+        self.action[slot] = action
+        self.reward[slot] = reward
+        self.next_obs[slot] = next_obs
+        self.terminated[slot] = terminated
+        self.discount[slot] = discount
+        self._on_store(slot)
+        self.cursor = (self.cursor + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def _on_store(self, slot: int) -> None:
+        """Hook for prioritized replay."""
+
+    def sample(self, batch_size: int) -> ReplaySample:
+        indices = self.rng.integers(0, self.size, size=batch_size)
+        return self._gather(indices, np.ones(batch_size, dtype=np.float32))
+
+    def _gather(self, indices: np.ndarray, weights: np.ndarray) -> ReplaySample:
+        return ReplaySample(
+            obs=torch.from_numpy(self.obs[indices]),
+            action=torch.from_numpy(self.action[indices]),
+            reward=torch.from_numpy(self.reward[indices]),
+            next_obs=torch.from_numpy(self.next_obs[indices]),
+            terminated=torch.from_numpy(self.terminated[indices]),
+            discount=torch.from_numpy(self.discount[indices]),
+            weights=torch.from_numpy(weights),
+            indices=indices,
+        )
+
+    def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
+        """Uniform replay ignores priorities."""
+
+    def state_dict(self) -> dict:
+        # Pending n-step windows are dropped: at most n-1 steps per env are lost on resume.
+        return {
+            "obs": self.obs[: self.size], "next_obs": self.next_obs[: self.size],
+            "action": self.action[: self.size], "reward": self.reward[: self.size],
+            "terminated": self.terminated[: self.size], "discount": self.discount[: self.size],
+            "cursor": self.cursor, "size": self.size, "rng": self.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        size = int(state["size"])
+        for name in ("obs", "next_obs", "action", "reward", "terminated", "discount"):
+            getattr(self, name)[:size] = state[name]
+        self.cursor, self.size = int(state["cursor"]), size
+        self.rng.bit_generator.state = state["rng"]
+        for window in self._windows:
+            window.clear()
+
+
+class SumTree:
+    """Binary tree over priorities: O(log n) update and prefix-sum search."""
+
+    def __init__(self, capacity: int):
+        self.capacity = 1
+        while self.capacity < capacity:
+            self.capacity *= 2
+        self.nodes = np.zeros(2 * self.capacity, dtype=np.float64)
+
+    @property
+    def total(self) -> float:
+        return float(self.nodes[1])
+
+    def set(self, indices: np.ndarray, priorities: np.ndarray) -> None:
+        for index, priority in zip(np.atleast_1d(indices), np.atleast_1d(priorities)):
+            node = int(index) + self.capacity
+            self.nodes[node] = priority
+            node //= 2
+            while node >= 1:
+                self.nodes[node] = self.nodes[2 * node] + self.nodes[2 * node + 1]
+                node //= 2
+
+    def get(self, indices: np.ndarray) -> np.ndarray:
+        return self.nodes[np.asarray(indices) + self.capacity]
+
+    def find(self, prefix_sums: np.ndarray) -> np.ndarray:
+        """Leaf index whose cumulative priority range holds each prefix sum (vectorized)."""
+        nodes = np.ones(len(prefix_sums), dtype=np.int64)
+        remaining = np.array(prefix_sums, dtype=np.float64)
+        while nodes[0] < self.capacity:
+            left = 2 * nodes
+            left_sum = self.nodes[left]
+            go_right = remaining >= left_sum
+            remaining = np.where(go_right, remaining - left_sum, remaining)
+            nodes = np.where(go_right, left + 1, left)
+        return nodes - self.capacity
+
+
+class PrioritizedReplayBuffer(ReplayBuffer):
+    """Proportional prioritized replay (Schaul et al. 2016): P(i) ~ p_i^alpha.
+
+    New transitions get the largest priority seen so far, so each is replayed at least
+    once soon; importance weights (N P(i))^-beta, normalised by their max, undo the bias.
+    """
+
+    def __init__(self, *args, alpha: float = 0.6, eps: float = 1e-6, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.alpha, self.eps = alpha, eps
+        self.tree = SumTree(self.capacity)
+        self.max_priority = 1.0
+        self.beta = 0.4
+
+    def _on_store(self, slot: int) -> None:
+        self.tree.set(np.array([slot]), np.array([self.max_priority**self.alpha]))
+
+    def sample(self, batch_size: int) -> ReplaySample:
+        # Stratified: one draw from each of batch_size equal slices of the total mass.
+        edges = np.linspace(0.0, self.tree.total, batch_size + 1)
+        draws = self.rng.uniform(edges[:-1], edges[1:])
+        indices = np.minimum(self.tree.find(draws), self.size - 1)
+        probabilities = self.tree.get(indices) / self.tree.total
+        weights = (self.size * probabilities) ** (-self.beta)
+        weights = (weights / weights.max()).astype(np.float32)
+        return self._gather(indices, weights)
+
+    def update_priorities(self, indices: np.ndarray, td_errors: np.ndarray) -> None:
+        priorities = np.abs(td_errors) + self.eps
+        self.max_priority = max(self.max_priority, float(priorities.max()))
+        self.tree.set(indices, priorities**self.alpha)
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state.update(priorities=self.tree.get(np.arange(self.size)), max_priority=self.max_priority,
+                     beta=self.beta)
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.tree = SumTree(self.capacity)
+        self.tree.set(np.arange(self.size), np.asarray(state["priorities"]))
+        self.max_priority, self.beta = float(state["max_priority"]), float(state["beta"])
+
+
+class RolloutBuffer:
+    """Fixed-length on-policy storage of [T, num_envs] steps, with GAE on demand.
+
+    `next_values` holds V of the observation each step led to (the final observation on an
+    episode end), which is what lets truncated episodes bootstrap correctly.
+    """
+
+    def __init__(self, steps: int, num_envs: int, obs_shape: tuple, action_shape: tuple,
+                 action_dtype=torch.float32):
+        self.steps, self.num_envs = steps, num_envs
+        shape = (steps, num_envs)
+        self.obs = torch.zeros(*shape, *obs_shape)
+        self.actions = torch.zeros(*shape, *action_shape, dtype=action_dtype)
+        self.logprobs = torch.zeros(shape)
+        self.values = torch.zeros(shape)
+        self.rewards = torch.zeros(shape)
+        self.next_values = torch.zeros(shape)
+        self.terminated = torch.zeros(shape)
+        self.episode_end = torch.zeros(shape)
+        self.advantages = torch.zeros(shape)
+        self.returns = torch.zeros(shape)
+        self.pos = 0
+
+    def full(self) -> bool:
+        return self.pos == self.steps
+
+    def add(self, obs, actions, logprobs, values, rewards, next_values, terminated, truncated):
+        t = self.pos
+        self.obs[t] = torch.as_tensor(obs, dtype=torch.float32)
+        self.actions[t] = torch.as_tensor(actions, dtype=self.actions.dtype)
+        self.logprobs[t] = logprobs
+        self.values[t] = values
+        self.rewards[t] = torch.as_tensor(rewards, dtype=torch.float32)
+        self.next_values[t] = next_values
+        self.terminated[t] = torch.as_tensor(terminated, dtype=torch.float32)
+        self.episode_end[t] = torch.as_tensor(np.logical_or(terminated, truncated),
+                                              dtype=torch.float32)
+        self.pos += 1
+
+    def compute_advantages(self, gamma: float, lam: float) -> None:
+        self.advantages, self.returns = fn.gae(
+            self.rewards, self.values, self.next_values, self.terminated, self.episode_end,
+            gamma, lam,
+        )
+
+    def minibatches(self, batch_size: int, generator: torch.Generator):
+        """Yield dicts of flattened [T*num_envs] tensors in a random order."""
+        flat = {
+            "obs": self.obs.flatten(0, 1), "actions": self.actions.flatten(0, 1),
+            "logprobs": self.logprobs.flatten(), "values": self.values.flatten(),
+            "advantages": self.advantages.flatten(), "returns": self.returns.flatten(),
+        }
+        order = torch.randperm(self.steps * self.num_envs, generator=generator)
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            yield {name: tensor[index] for name, tensor in flat.items()}
+
+    def reset(self) -> None:
+        self.pos = 0

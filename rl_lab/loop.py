@@ -1,0 +1,166 @@
+"""The one training loop of the lab, and the Callback base every observer builds on.
+
+The loop knows nothing about observations: it hands whatever the environment returns to the
+agent and back. Gym tasks and the text task (prompts in, completions out, one-step episodes)
+run through the same lines below.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from rl_lab.buffers import Transition
+
+
+class Agent(Protocol):
+    def act(self, obs, *, explore: bool = True) -> np.ndarray: ...
+    def observe(self, batch: Transition) -> None: ...
+    def ready(self) -> bool: ...
+    def update(self) -> dict[str, float]: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+@dataclass
+class RunContext:
+    """What callbacks may read about the run in progress (never the loop's locals)."""
+
+    agent: Any
+    total_steps: int  # env steps (one per env per loop iteration)
+    num_envs: int
+    seed: int
+    run_dir: Path | None = None
+    title: str = ""
+    solved_at: float | None = None
+    env_steps: int = 0
+    updates: int = 0
+    episodes: int = 0
+    best_eval: float | None = None
+    last_eval: float | None = None
+    first_solved_step: int | None = None
+    first_solved_seconds: float | None = None  # wall time to first solve, evaluation excluded
+    latest: dict[str, float] = field(default_factory=dict)  # last value of every metric
+    timers: dict[str, float] = field(default_factory=lambda: {"act": 0.0, "learn": 0.0,
+                                                              "eval": 0.0, "other": 0.0})
+    elapsed_before: float = 0.0  # wall time spent before a resume
+    started_at: float = field(default_factory=time.perf_counter)
+    stop_reason: str | None = None
+    interrupted: bool = False
+
+    @property
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.started_at
+
+    def counters(self) -> dict:
+        """The counters a checkpoint keeps so that a resumed run carries on from them."""
+        return {"env_steps": self.env_steps, "updates": self.updates, "episodes": self.episodes,
+                "best_eval": self.best_eval, "last_eval": self.last_eval,
+                "first_solved_step": self.first_solved_step,
+                "first_solved_seconds": self.first_solved_seconds, "timers": dict(self.timers),
+                "elapsed": self.elapsed}
+
+    def restore_counters(self, counters: Mapping) -> None:
+        for name in ("env_steps", "updates", "episodes", "best_eval", "last_eval",
+                     "first_solved_step", "first_solved_seconds"):
+            setattr(self, name, counters[name])
+        self.timers = dict(counters["timers"])
+        self.elapsed_before = float(counters["elapsed"])
+        self.started_at = time.perf_counter()
+
+
+class Callback:
+    """No-op base: override what you need."""
+
+    def on_train_start(self, run: RunContext) -> None: ...
+    def on_step(self, run: RunContext) -> None: ...
+    def on_episode_end(self, run: RunContext, episode_return: float, length: int) -> None: ...
+    def on_log(self, run: RunContext, metrics: Mapping[str, float]) -> None: ...
+    def on_eval(self, run: RunContext, result) -> None: ...
+    def on_train_end(self, run: RunContext) -> None: ...
+    def should_stop(self, run: RunContext) -> bool:
+        return False
+
+
+def real_next_obs(next_obs, infos: dict, done: np.ndarray):
+    """The observations each step led to: final observations where an episode just ended.
+
+    With same-step autoreset, `next_obs` already holds the reset observation of a finished
+    env; bootstrapping a truncated episode needs the final one from infos instead.
+    """
+    if not done.any() or "final_obs" not in infos:
+        return next_obs
+    result = np.array(next_obs, copy=True)
+    for i in np.flatnonzero(done):
+        result[i] = infos["final_obs"][i]
+    return result
+
+
+def train(agent, env, run: RunContext, callbacks: list[Callback], log_every: int = 1000) -> None:
+    """Step the env(s), feed the agent, update when it is ready, tell the callbacks.
+
+    Ctrl-C ends the loop cleanly (run.interrupted), and on_train_end still runs, so the
+    checkpointer saves and the dashboard gives the terminal back.
+    """
+    obs, _ = env.reset(seed=run.seed + run.env_steps)
+    episode_return = np.zeros(run.num_envs)
+    episode_length = np.zeros(run.num_envs, dtype=np.int64)
+    next_log = (run.env_steps // log_every + 1) * log_every
+    window_start, steps_at_window, updates_at_window = time.perf_counter(), run.env_steps, run.updates
+    for callback in callbacks:
+        callback.on_train_start(run)
+    try:
+        while run.env_steps < run.total_steps:
+            tick = time.perf_counter()
+            actions = agent.act(obs, explore=True)
+            next_obs, rewards, terminated, truncated, infos = env.step(actions)
+            done = np.logical_or(terminated, truncated)
+            agent.observe(Transition(obs, actions, rewards, real_next_obs(next_obs, infos, done),
+                                     terminated, truncated))
+            obs = next_obs
+            run.env_steps += run.num_envs
+            episode_return += rewards
+            episode_length += 1
+            tock = time.perf_counter()
+            run.timers["act"] += tock - tick
+
+            if agent.ready():
+                metrics = agent.update()
+                run.updates += 1
+                run.latest.update(metrics)
+                run.timers["learn"] += time.perf_counter() - tock
+
+            for i in np.flatnonzero(done):
+                run.episodes += 1
+                for callback in callbacks:
+                    callback.on_episode_end(run, float(episode_return[i]), int(episode_length[i]))
+                episode_return[i], episode_length[i] = 0.0, 0
+
+            if run.env_steps >= next_log:
+                now = time.perf_counter()
+                seconds = max(now - window_start, 1e-9)
+                run.latest["time/sps"] = (run.env_steps - steps_at_window) / seconds
+                run.latest["time/ups"] = (run.updates - updates_at_window) / seconds
+                window_start, steps_at_window, updates_at_window = now, run.env_steps, run.updates
+                next_log += log_every
+                for callback in callbacks:
+                    callback.on_log(run, dict(run.latest))
+
+            for callback in callbacks:
+                callback.on_step(run)
+            if any(callback.should_stop(run) for callback in callbacks):
+                break
+    except KeyboardInterrupt:
+        run.interrupted = True
+        run.stop_reason = "interrupted"
+    finally:
+        env.close()
+    if run.stop_reason is None:
+        run.stop_reason = "budget" if run.env_steps >= run.total_steps else "stopped"
+    for callback in callbacks:
+        callback.on_train_end(run)

@@ -1,0 +1,189 @@
+"""Command line: `python -m rl_lab.run ALGO TASK [flags]`, `list`, `eval RUN_DIR`.
+
+Examples:
+  python -m rl_lab.run dqn cartpole
+  python -m rl_lab.run dqn acrobot --seed 1 --no-dashboard
+  python -m rl_lab.run dqn cartpole --lr 5e-4 --double --no-dueling --run-dir runs/mine
+  python -m rl_lab.run --resume runs/mine
+  python -m rl_lab.run list
+  python -m rl_lab.run eval runs/mine --episodes 50 --video
+
+A user mistake prints one line on stderr and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import sys
+from typing import Any
+
+from rl_lab.config import RunConfig
+from rl_lab.errors import UserError
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (what is wrong, where to look) and exit 2."""
+
+    def error(self, message: str):
+        raise UserError(f"{message} (see `{self.prog} --help`)")
+
+
+def parse_tuple(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, title: str) -> None:
+    """One flag per dataclass field, help text from the field's metadata; default None =
+    "not given", so presets are only overridden by flags the user typed."""
+    group = parser.add_argument_group(title)
+    for spec in dataclasses.fields(config_cls):
+        flag = "--" + spec.name.replace("_", "-")
+        default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
+        help_text = f"{spec.metadata.get('help', '')} (default: {default})"
+        if spec.type in ("bool", bool):
+            group.add_argument(flag, dest=spec.name, action=argparse.BooleanOptionalAction,
+                               default=None, help=help_text)
+        elif spec.type in ("tuple", tuple):
+            group.add_argument(flag, dest=spec.name, type=parse_tuple, default=None,
+                               metavar="N,N", help=help_text)
+        else:
+            kind = {"int": int, "float": float, "str": str}.get(spec.type, spec.type)
+            choices = spec.metadata.get("choices")
+            group.add_argument(flag, dest=spec.name, type=kind, default=None, choices=choices,
+                               metavar=spec.name.upper() if not choices else None, help=help_text)
+
+
+def given(namespace: argparse.Namespace, config_cls: type) -> dict[str, Any]:
+    names = {spec.name for spec in dataclasses.fields(config_cls)}
+    return {k: v for k, v in vars(namespace).items() if k in names and v is not None}
+
+
+def usage() -> str:
+    from rl_lab.registry import ALGOS, TASKS
+
+    return (__doc__ + f"\nAlgorithms: {', '.join(ALGOS)}\nTasks: {', '.join(TASKS)}, "
+            "or any Gymnasium id\n`python -m rl_lab.run ALGO TASK --help` lists that "
+            "algorithm's flags.")
+
+
+def cmd_list() -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from rl_lab.presets import PRESETS
+    from rl_lab.registry import ALGOS, TASKS
+
+    console = Console()
+    table = Table(title="algorithms")
+    table.add_column("name")
+    table.add_column("task kinds")
+    table.add_column("description")
+    for spec in ALGOS.values():
+        table.add_row(spec.name, ", ".join(spec.task_kinds), spec.description)
+    console.print(table)
+    table = Table(title="tasks (or pass any Gymnasium id, e.g. CartPole-v1)")
+    for column in ("name", "environment", "solved at", "description"):
+        table.add_column(column)
+    for task in TASKS.values():
+        solved = "-" if task.solved_at is None else f"{task.solved_at:g}"
+        table.add_row(task.name, task.env_id, solved, task.description)
+    console.print(table)
+    table = Table(title="presets (tuned defaults per algorithm and task)")
+    table.add_column("algo")
+    table.add_column("task")
+    table.add_column("settings")
+    for (algo, task), values in PRESETS.items():
+        settings = {**values.get("run", {}), **values.get("algo", {})}
+        table.add_row(algo, task, ", ".join(f"{k}={v}" for k, v in settings.items()) or "defaults")
+    console.print(table)
+    return 0
+
+
+def cmd_eval(argv: list[str]) -> int:
+    parser = OneLineParser(prog="python -m rl_lab.run eval",
+                           description="Re-evaluate a saved run's latest checkpoint.")
+    parser.add_argument("run_dir", help="a run directory written by `python -m rl_lab.run`")
+    parser.add_argument("--episodes", type=int, default=None, help="episodes (default: the run's)")
+    parser.add_argument("--seed", type=int, default=None, help="evaluation seed")
+    parser.add_argument("--video", action="store_true", help="record an MP4 of the greedy agent")
+    args = parser.parse_args(argv)
+    if args.episodes is not None and args.episodes < 1:
+        raise UserError(f"--episodes must be at least 1, got {args.episodes}")
+    from rl_lab.runner import evaluate_run_dir
+
+    evaluate_run_dir(args.run_dir, args.episodes, args.seed, args.video)
+    return 0
+
+
+def cmd_train(argv: list[str]) -> int:
+    from rl_lab.registry import get_algo, get_task
+
+    resume_only = argv[:1] == ["--resume"]
+    algo_name, task_name = (None, None) if resume_only else (argv[0], argv[1] if len(argv) > 1 else None)
+    if not resume_only and (task_name is None or task_name.startswith("-")):
+        if "-h" in argv or "--help" in argv:
+            print(usage())
+            return 0
+        raise UserError(f"missing TASK: use `python -m rl_lab.run {algo_name} TASK` "
+                        "(`python -m rl_lab.run list` shows tasks)")
+    rest = argv if resume_only else argv[2:]
+
+    if resume_only:
+        from rl_lab.runner import read_run_config
+
+        saved = read_run_config(rest[1] if len(rest) > 1 else "")
+        algo_name, task_name = saved["algo"], saved["task"]
+    spec = get_algo(algo_name)
+    task = get_task(task_name)
+    if task.kind not in spec.task_kinds:
+        raise UserError(f"{algo_name} does not run {task.kind} tasks such as {task_name!r}; "
+                        f"it runs {', '.join(spec.task_kinds)} tasks")
+    module = importlib.import_module(spec.module)
+    algo_config_cls = module.config_class(task) if hasattr(module, "config_class") else module.Config
+
+    parser = OneLineParser(prog=f"python -m rl_lab.run {algo_name} {task_name}",
+                           description=(module.__doc__ or "").strip().splitlines()[0])
+    parser.add_argument("--run-dir", default=None, help="where to write the run (default: "
+                        "runs/ALGO-TASK-sSEED-TIME)")
+    parser.add_argument("--resume", metavar="RUN_DIR", default=None,
+                        help="continue a run from its last checkpoint, with its saved config")
+    parser.add_argument("--no-dashboard", action="store_true",
+                        help="plain log lines instead of the live dashboard")
+    add_config_flags(parser, RunConfig, "run settings")
+    add_config_flags(parser, algo_config_cls, f"{algo_name} settings")
+    args = parser.parse_args(rest)
+
+    from rl_lab.runner import Experiment
+
+    run_flags, algo_flags = given(args, RunConfig), given(args, algo_config_cls)
+    if args.resume:
+        experiment = Experiment.resume(args.resume, spec, task, module, run_flags, algo_flags)
+    else:
+        experiment = Experiment.create(spec, task, module, algo_config_cls, run_flags, algo_flags,
+                                       args.run_dir)
+    return experiment.train(dashboard=not args.no_dashboard)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if not argv or argv[0] in ("-h", "--help", "help"):
+            print(usage())
+            return 0
+        if argv[0] == "list":
+            return cmd_list()
+        if argv[0] == "eval":
+            return cmd_eval(argv[1:])
+        return cmd_train(argv)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
