@@ -34,7 +34,8 @@ def gym_task(env_id: str) -> Task:
 
 def make_env(task: Task, render_mode: str | None = None) -> gym.Env:
     try:
-        return gym.make(task.env_id, render_mode=render_mode, **task.kwargs)
+        extra = {"render_mode": render_mode} if render_mode else {}
+        return gym.make(task.env_id, **extra, **task.kwargs)
     except gym.error.DependencyNotInstalled as error:
         raise UserError(f"task {task.name!r} needs a missing package: {error}")
 

@@ -16,7 +16,7 @@ class IdentityEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, size: int = 4, episode_length: int = 10):
+    def __init__(self, size: int = 4, episode_length: int = 10, render_mode=None):
         self.size, self.episode_length = size, episode_length
         self.observation_space = spaces.Box(0.0, 1.0, (size,), np.float32)
         self.action_space = spaces.Discrete(size)
@@ -46,7 +46,7 @@ class IdentityContinuousEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, episode_length: int = 10):
+    def __init__(self, episode_length: int = 10, render_mode=None):
         self.episode_length = episode_length
         self.observation_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
@@ -73,7 +73,7 @@ class ConstantRewardEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, episode_length: int = 5, terminal: bool = True):
+    def __init__(self, episode_length: int = 5, terminal: bool = True, render_mode=None):
         self.episode_length, self.terminal = episode_length, terminal
         self.observation_space = spaces.Box(0.0, 1.0, (1,), np.float32)
         self.action_space = spaces.Discrete(2)

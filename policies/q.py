@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from policies.mlp import MLP
+from policies.mlp import MLP, NUMPY_ACTIVATIONS, linear_numpy
 
 
 class QNetwork(nn.Module):
@@ -25,7 +27,16 @@ class QNetwork(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         features = self.trunk(obs)
-        advantage = self.advantage(features)
+        advantage = F.linear(features, self.advantage.weight, self.advantage.bias)
         if self.value is None:
             return advantage
-        return self.value(features) + advantage - advantage.mean(dim=-1, keepdim=True)
+        value = F.linear(features, self.value.weight, self.value.bias)
+        return value + advantage - advantage.mean(dim=-1, keepdim=True)
+
+    def greedy_numpy(self, obs: np.ndarray) -> np.ndarray:
+        """argmax_a Q(s, a) in numpy (the dueling V and mean(A) terms do not change it)."""
+        return linear_numpy(self.advantage, self.trunk.forward_numpy(obs)).argmax(axis=-1)
+
+    @property
+    def numpy_ok(self) -> bool:
+        return self.trunk.activation in NUMPY_ACTIVATIONS

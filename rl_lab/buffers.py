@@ -241,59 +241,82 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 class RolloutBuffer:
     """Fixed-length on-policy storage of [T, num_envs] steps, with GAE on demand.
 
-    `next_values` holds V of the observation each step led to (the final observation on an
-    episode end), which is what lets truncated episodes bootstrap correctly.
+    Bootstrapping needs V of the observation each step led to. Where the episode went on,
+    that is the next step's value, already computed when acting, so only episode ends need
+    their own: `add` takes `end_values`, V of the *final* observation (used on truncation;
+    termination zeroes the bootstrap anyway), and `compute_advantages` takes the values of
+    the observations after the last step. Steps are stored in numpy (a row write costs a
+    fraction of a torch one) and handed to the update as zero-copy torch views. The buffer
+    owns the seeded generator that orders minibatches.
     """
 
     def __init__(self, steps: int, num_envs: int, obs_shape: tuple, action_shape: tuple,
-                 action_dtype=torch.float32):
+                 action_dtype=np.float32, seed: int = 0):
         self.steps, self.num_envs = steps, num_envs
         shape = (steps, num_envs)
-        self.obs = torch.zeros(*shape, *obs_shape)
-        self.actions = torch.zeros(*shape, *action_shape, dtype=action_dtype)
-        self.logprobs = torch.zeros(shape)
-        self.values = torch.zeros(shape)
-        self.rewards = torch.zeros(shape)
+        self.obs = np.zeros((*shape, *obs_shape), dtype=np.float32)
+        self.actions = np.zeros((*shape, *action_shape), dtype=action_dtype)
+        self.logprobs = np.zeros(shape, dtype=np.float32)
+        self.values = np.zeros(shape, dtype=np.float32)
+        self.rewards = np.zeros(shape, dtype=np.float32)
+        self.end_values = np.zeros(shape, dtype=np.float32)
+        self.terminated = np.zeros(shape, dtype=np.float32)
+        self.episode_end = np.zeros(shape, dtype=np.float32)
         self.next_values = torch.zeros(shape)
-        self.terminated = torch.zeros(shape)
-        self.episode_end = torch.zeros(shape)
         self.advantages = torch.zeros(shape)
         self.returns = torch.zeros(shape)
         self.pos = 0
+        self.generator = torch.Generator().manual_seed(seed)
 
     def full(self) -> bool:
         return self.pos == self.steps
 
-    def add(self, obs, actions, logprobs, values, rewards, next_values, terminated, truncated):
+    def add(self, obs, actions, logprobs, values, rewards, terminated, truncated,
+            end_values=None) -> None:
+        """Store one vectorized step; `end_values[i]` = V(final obs) where env i's episode ended."""
         t = self.pos
-        self.obs[t] = torch.as_tensor(obs, dtype=torch.float32)
-        self.actions[t] = torch.as_tensor(actions, dtype=self.actions.dtype)
+        self.obs[t] = obs
+        self.actions[t] = actions
         self.logprobs[t] = logprobs
         self.values[t] = values
-        self.rewards[t] = torch.as_tensor(rewards, dtype=torch.float32)
-        self.next_values[t] = next_values
-        self.terminated[t] = torch.as_tensor(terminated, dtype=torch.float32)
-        self.episode_end[t] = torch.as_tensor(np.logical_or(terminated, truncated),
-                                              dtype=torch.float32)
+        self.rewards[t] = rewards
+        self.terminated[t] = terminated
+        self.episode_end[t] = np.logical_or(terminated, truncated)
+        self.end_values[t] = 0.0 if end_values is None else end_values
         self.pos += 1
 
-    def compute_advantages(self, gamma: float, lam: float) -> None:
+    def compute_advantages(self, last_values, gamma: float, lam: float) -> None:
+        """GAE over the stored steps; `last_values` = V(observations after the last step)."""
+        following = np.concatenate([self.values[1:], np.reshape(last_values, (1, -1))])
+        next_values = np.where(self.episode_end > 0, self.end_values, following)
+        self.next_values = torch.from_numpy(next_values.astype(np.float32))
         self.advantages, self.returns = fn.gae(
-            self.rewards, self.values, self.next_values, self.terminated, self.episode_end,
-            gamma, lam,
+            torch.from_numpy(self.rewards), torch.from_numpy(self.values), self.next_values,
+            torch.from_numpy(self.terminated), torch.from_numpy(self.episode_end), gamma, lam,
         )
 
-    def minibatches(self, batch_size: int, generator: torch.Generator):
-        """Yield dicts of flattened [T*num_envs] tensors in a random order."""
+    def minibatches(self, batch_size: int):
+        """Yield dicts of flattened [T*num_envs] tensors, in a fresh random order each call."""
         flat = {
-            "obs": self.obs.flatten(0, 1), "actions": self.actions.flatten(0, 1),
-            "logprobs": self.logprobs.flatten(), "values": self.values.flatten(),
+            "obs": torch.from_numpy(self.obs).flatten(0, 1),
+            "actions": torch.from_numpy(self.actions).flatten(0, 1),
+            "logprobs": torch.from_numpy(self.logprobs).flatten(),
+            "values": torch.from_numpy(self.values).flatten(),
             "advantages": self.advantages.flatten(), "returns": self.returns.flatten(),
         }
-        order = torch.randperm(self.steps * self.num_envs, generator=generator)
+        order = torch.randperm(self.steps * self.num_envs, generator=self.generator)
         for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
             yield {name: tensor[index] for name, tensor in flat.items()}
 
     def reset(self) -> None:
+        self.pos = 0
+
+    def state_dict(self) -> dict:
+        # Stored steps are not kept: a resumed run restarts its envs, so a half-collected
+        # rollout would not continue where it stopped; it is dropped and collected afresh.
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
         self.pos = 0

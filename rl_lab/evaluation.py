@@ -86,7 +86,8 @@ class Evaluator(Callback):
         self.callbacks: list[Callback] = []  # who hears on_eval (set by the runner)
 
     def on_train_start(self, run: RunContext) -> None:
-        self.next_eval = (run.env_steps // self.interval + 1) * self.interval
+        if self.interval > 0:
+            self.next_eval = (run.env_steps // self.interval + 1) * self.interval
 
     def on_step(self, run: RunContext) -> None:
         if self.interval <= 0 or run.env_steps < self.next_eval:

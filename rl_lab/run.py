@@ -75,7 +75,7 @@ def cmd_list() -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from rl_lab.presets import PRESETS
+    from rl_lab.presets import all_presets
     from rl_lab.registry import ALGOS, TASKS
 
     console = Console()
@@ -97,7 +97,7 @@ def cmd_list() -> int:
     table.add_column("algo")
     table.add_column("task")
     table.add_column("settings")
-    for (algo, task), values in PRESETS.items():
+    for (algo, task), values in all_presets().items():
         settings = {**values.get("run", {}), **values.get("algo", {})}
         table.add_row(algo, task, ", ".join(f"{k}={v}" for k, v in settings.items()) or "defaults")
     console.print(table)

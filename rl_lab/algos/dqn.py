@@ -72,7 +72,8 @@ class DQNAgent:
             self.q_net = QNetwork(flat_size(obs_shape), self.num_actions, config.hidden,
                                   config.dueling, config.activation)
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=config.lr)
+        # foreach: one kernel per step for all parameters instead of a Python loop over them.
+        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=config.lr, foreach=True)
         buffer_cls = PrioritizedReplayBuffer if config.prioritized else ReplayBuffer
         extra = {"alpha": config.per_alpha} if config.prioritized else {}
         self.buffer = buffer_cls(config.buffer_size, obs_shape, num_envs, seed + 1,
@@ -102,6 +103,8 @@ class DQNAgent:
         return actions
 
     def greedy(self, obs: np.ndarray) -> np.ndarray:
+        if self.q_net.numpy_ok:  # numpy is several times faster than torch for tiny batches
+            return self.q_net.greedy_numpy(obs)
         with torch.inference_mode():
             return self.q_net(torch.from_numpy(obs)).argmax(dim=-1).numpy()
 
@@ -125,17 +128,20 @@ class DQNAgent:
             batch = self.buffer.sample(c.batch_size)
             with torch.no_grad():
                 target_next_q = self.target_net(batch.next_obs)
-                if c.double:
-                    next_values = fn.double_q_next_values(self.q_net(batch.next_obs), target_next_q)
-                else:
-                    next_values = target_next_q.max(dim=-1).values
-                targets = fn.td_target(batch.reward, next_values, batch.terminated, batch.discount)
-            q_values = self.q_net(batch.obs).gather(1, batch.action.unsqueeze(1)).squeeze(1)
+            if c.double:  # one forward pass of the online net over obs and next_obs together
+                q_all, online_next_q = self.q_net(torch.cat([batch.obs, batch.next_obs])).chunk(2)
+                next_values = fn.double_q_next_values(online_next_q.detach(), target_next_q)
+            else:
+                q_all = self.q_net(batch.obs)
+                next_values = target_next_q.max(dim=-1).values
+            targets = fn.td_target(batch.reward, next_values, batch.terminated, batch.discount)
+            q_values = q_all.gather(1, batch.action.unsqueeze(1)).squeeze(1)
             loss = fn.huber_loss(q_values, targets, batch.weights if c.prioritized else None)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if c.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(self.q_net.parameters(), c.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(self.q_net.parameters(), c.max_grad_norm,
+                                               foreach=True)
             self.optimizer.step()
             if c.prioritized:
                 self.buffer.update_priorities(batch.indices, (q_values - targets).detach().numpy())
@@ -143,7 +149,7 @@ class DQNAgent:
             if self.gradient_steps % c.target_update_interval == 0:
                 fn.polyak_update(self.q_net, self.target_net, c.tau)
                 self.target_syncs += 1
-        return {"losses/td_loss": float(loss), "losses/q_values": float(q_values.mean()),
+        return {"losses/td_loss": loss.item(), "losses/q_values": q_values.detach().mean().item(),
                 "charts/epsilon": self.epsilon}
 
     # -------------------------------------------------------------- checkpoints
@@ -172,6 +178,35 @@ class DQNAgent:
 
 
 Config = DQNConfig
+
+# Tuned defaults per task (RunConfig fields under "run", DQNConfig fields under "algo").
+PRESETS: dict[str, dict[str, dict]] = {
+    "cartpole": {
+        "run": {"total_steps": 50_000, "eval_interval": 2_000, "stop_when_solved": True},
+        "algo": {},
+    },
+    "acrobot": {
+        "run": {"total_steps": 100_000, "eval_interval": 10_000, "eval_episodes": 10},
+        "algo": {"lr": 6.3e-4, "batch_size": 128, "buffer_size": 50_000, "learning_starts": 1_000,
+                 "train_freq": 4, "gradient_steps": 4, "target_update_interval": 250,
+                 "exploration_fraction": 0.12, "epsilon_end": 0.1, "hidden": (256, 256)},
+    },
+    "mountaincar": {
+        "run": {"total_steps": 120_000, "eval_interval": 10_000, "eval_episodes": 10},
+        "algo": {"lr": 4e-3, "batch_size": 128, "buffer_size": 10_000, "learning_starts": 1_000,
+                 "gamma": 0.98, "train_freq": 16, "gradient_steps": 8, "target_update_interval": 300,
+                 "exploration_fraction": 0.2, "epsilon_end": 0.07, "hidden": (256, 256)},
+    },
+    "lunarlander": {
+        "run": {"total_steps": 200_000, "eval_interval": 20_000, "eval_episodes": 10},
+        "algo": {"lr": 6.3e-4, "batch_size": 128, "buffer_size": 50_000,
+                 "learning_starts": 1_000, "train_freq": 4, "gradient_steps": 1,
+                 "target_update_interval": 250, "exploration_fraction": 0.12, "epsilon_end": 0.1,
+                 "hidden": (256, 256)},
+    },
+}
+
+
 
 
 def make_agent(config: DQNConfig, observation_space, action_space, num_envs: int,
