@@ -28,7 +28,9 @@ def gym_task(env_id: str) -> Task:
     try:
         spec = gym.spec(env_id)
     except gym.error.Error as error:
-        raise UserError(f"unknown Gymnasium id {env_id!r} ({error}); see `python -m rl_lab.run list`")
+        raise UserError(
+            f"unknown Gymnasium id {env_id!r} ({error}); see `python -m rl_lab.run list`"
+        ) from None
     return Task(env_id, env_id, {}, spec.reward_threshold, "gym", f"Gymnasium {env_id}")
 
 
@@ -37,7 +39,7 @@ def make_env(task: Task, render_mode: str | None = None) -> gym.Env:
         extra = {"render_mode": render_mode} if render_mode else {}
         return gym.make(task.env_id, **extra, **task.kwargs)
     except gym.error.DependencyNotInstalled as error:
-        raise UserError(f"task {task.name!r} needs a missing package: {error}")
+        raise UserError(f"task {task.name!r} needs a missing package: {error}") from None
 
 
 def make_vector_env(task: Task, num_envs: int) -> gym.vector.VectorEnv:

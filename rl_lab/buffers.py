@@ -287,7 +287,8 @@ class RolloutBuffer:
 
     def compute_advantages(self, last_values, gamma: float, lam: float) -> None:
         """GAE over the stored steps; `last_values` = V(observations after the last step)."""
-        following = np.concatenate([self.values[1:], np.reshape(last_values, (1, -1))])
+        last_values = np.asarray(last_values, dtype=np.float32).reshape(1, -1)
+        following = np.concatenate([self.values[1:], last_values])
         next_values = np.where(self.episode_end > 0, self.end_values, following)
         self.next_values = torch.from_numpy(next_values.astype(np.float32))
         self.advantages, self.returns = fn.gae(

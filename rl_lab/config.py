@@ -47,8 +47,10 @@ class RunConfig:
     eval_episodes: int = option(20, "episodes of each greedy evaluation", min=1)
     eval_interval: int = option(5_000, "env steps between evaluations during training (0: only at "
                                 "the end)", min=0)
-    stop_when_solved: bool = option(False, "stop training once an evaluation reaches the task's "
+    stop_when_solved: bool = option(False, "stop training once evaluations reach the task's "
                                     "solved threshold")
+    solved_patience: int = option(1, "with --stop-when-solved: consecutive solving evaluations "
+                                  "needed to stop (more guards against a lucky evaluation)", min=1)
     checkpoint_interval: int = option(10_000, "env steps between checkpoints", min=1)
     log_interval: int = option(1_000, "env steps between metric log lines", min=1)
 

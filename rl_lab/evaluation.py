@@ -78,10 +78,11 @@ class Evaluator(Callback):
     """Greedy evaluation every `interval` env steps; optional early stop once solved."""
 
     def __init__(self, policy: Callable, env_fn: Callable, episodes: int, interval: int,
-                 seed: int, stop_when_solved: bool = False):
+                 seed: int, stop_when_solved: bool = False, patience: int = 1):
         self.policy, self.env_fn = policy, env_fn
         self.episodes, self.interval, self.seed = episodes, interval, seed
-        self.stop_when_solved = stop_when_solved
+        self.stop_when_solved, self.patience = stop_when_solved, patience
+        self.solved_streak = 0  # consecutive evaluations at or above the threshold
         self.next_eval = interval
         self.callbacks: list[Callback] = []  # who hears on_eval (set by the runner)
 
@@ -94,13 +95,15 @@ class Evaluator(Callback):
             return
         self.next_eval += self.interval
         started = time.perf_counter()
-        result = evaluate(self.policy, self.env_fn, self.episodes, self.seed)
+        # Each evaluation uses fresh seeds, so a streak of them is several independent tests.
+        result = evaluate(self.policy, self.env_fn, self.episodes, self.seed + run.env_steps)
         run.timers["eval"] += time.perf_counter() - started
         run.last_eval = result.mean_return
         run.best_eval = max(run.best_eval if run.best_eval is not None else -np.inf,
                             result.mean_return)
-        if (run.solved_at is not None and run.first_solved_step is None
-                and result.mean_return >= run.solved_at):
+        solved = run.solved_at is not None and result.mean_return >= run.solved_at
+        self.solved_streak = self.solved_streak + 1 if solved else 0
+        if solved and run.first_solved_step is None:
             run.first_solved_step = run.env_steps
             run.first_solved_seconds = run.elapsed - run.timers["eval"]
         run.latest.update({"eval/mean_return": result.mean_return,
@@ -109,8 +112,7 @@ class Evaluator(Callback):
             callback.on_eval(run, result)
 
     def should_stop(self, run: RunContext) -> bool:
-        solved = (self.stop_when_solved and run.solved_at is not None
-                  and run.last_eval is not None and run.last_eval >= run.solved_at)
-        if solved:
+        if self.stop_when_solved and self.solved_streak >= self.patience:
             run.stop_reason = "solved"
-        return solved
+            return True
+        return False

@@ -15,14 +15,15 @@ from rl_lab.registry import ALGOS
 def all_presets() -> dict[tuple[str, str], dict[str, dict]]:
     found = {}
     for spec in ALGOS.values():
-        module = importlib.import_module(spec.module)
-        for task, values in getattr(module, "PRESETS", {}).items():
-            found[(spec.name, task)] = values
+        for module_name in spec.modules.values():
+            module = importlib.import_module(module_name)
+            for task, values in getattr(module, "PRESETS", {}).items():
+                found[(spec.name, task)] = values
     return found
 
 
-def preset(algo: str, task: str) -> dict[str, dict]:
+def preset(algo: str, task: str, kind: str = "gym") -> dict[str, dict]:
     """The preset for this pair, or empty overrides (config defaults) if there is none."""
-    module = importlib.import_module(ALGOS[algo].module)
+    module = importlib.import_module(ALGOS[algo].modules[kind])
     found = getattr(module, "PRESETS", {}).get(task, {})
     return {"run": dict(found.get("run", {})), "algo": dict(found.get("algo", {}))}

@@ -11,18 +11,28 @@ from rl_lab.errors import UserError
 
 @dataclass(frozen=True)
 class AlgoSpec:
+    """An algorithm: its module per task kind ("gym", "text"), imported lazily so that
+    `list` and `--help` stay fast. A module defines `Config`, `PRESETS` and either
+    `make_agent` (run by rl_lab.runner.Experiment) or its own `Experiment` class."""
+
     name: str
-    module: str  # imported lazily, so `list` and `--help` stay fast
+    modules: dict
     description: str
-    task_kinds: tuple[str, ...] = ("gym",)
+
+    @property
+    def task_kinds(self) -> tuple[str, ...]:
+        return tuple(self.modules)
 
 
 ALGOS: dict[str, AlgoSpec] = {
     spec.name: spec
     for spec in [
-        AlgoSpec("dqn", "rl_lab.algos.dqn", "Deep Q-Network: double, dueling, n-step, prioritized"),
-        AlgoSpec("ppo", "rl_lab.algos.ppo", "Proximal Policy Optimization (Gym and LM)",
-                 ("gym", "text")),
+        AlgoSpec("dqn", {"gym": "rl_lab.algos.dqn"},
+                 "Deep Q-Network: double, dueling, n-step, prioritized replay"),
+        AlgoSpec("ppo", {"gym": "rl_lab.algos.ppo", "text": "rl_lab.lm.ppo"},
+                 "Proximal Policy Optimization: Gym control, and LM tuning against a reward"),
+        AlgoSpec("reward", {"text": "rl_lab.lm.reward_model"},
+                 "train the reward model (a sentiment classifier) for a text task"),
     ]
 }
 
@@ -38,6 +48,8 @@ TASKS: dict[str, Task] = {
              "drive up a hill (continuous)"),
         Task("lunarlander-continuous", "LunarLander-v3", {"continuous": True}, 200.0, "gym",
              "land on the pad (continuous, Box2D)"),
+        Task("sentiment", "imdb-sentiment", {}, None, "text",
+             "continue movie-review openings; a sentiment classifier rewards positive text"),
     ]
 }
 

@@ -34,7 +34,9 @@ def parse_tuple(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
 
 
 def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, title: str) -> None:
@@ -143,8 +145,8 @@ def cmd_train(argv: list[str]) -> int:
     if task.kind not in spec.task_kinds:
         raise UserError(f"{algo_name} does not run {task.kind} tasks such as {task_name!r}; "
                         f"it runs {', '.join(spec.task_kinds)} tasks")
-    module = importlib.import_module(spec.module)
-    algo_config_cls = module.config_class(task) if hasattr(module, "config_class") else module.Config
+    module = importlib.import_module(spec.modules[task.kind])
+    algo_config_cls = module.Config
 
     parser = OneLineParser(prog=f"python -m rl_lab.run {algo_name} {task_name}",
                            description=(module.__doc__ or "").strip().splitlines()[0])
@@ -158,8 +160,10 @@ def cmd_train(argv: list[str]) -> int:
     add_config_flags(parser, algo_config_cls, f"{algo_name} settings")
     args = parser.parse_args(rest)
 
-    from rl_lab.runner import Experiment
+    from rl_lab import runner
 
+    # Text tasks bring their own Experiment (same interface); Gym tasks share runner's.
+    Experiment = getattr(module, "Experiment", runner.Experiment)
     run_flags, algo_flags = given(args, RunConfig), given(args, algo_config_cls)
     if args.resume:
         experiment = Experiment.resume(args.resume, spec, task, module, run_flags, algo_flags)
@@ -183,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # outside the training loop, which saves and returns 130 itself
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -27,7 +27,10 @@ from rl_lab.presets import preset
 from rl_lab.registry import AlgoSpec, get_algo, get_task
 from rl_lab.report import write_curve, write_summary
 
-EVAL_SEED_OFFSET = 1_000_000  # evaluation envs never share seeds with training envs
+# Evaluation envs never share seeds with training envs: periodic evaluations use
+# seed + EVAL_SEED_OFFSET + env_steps, the final one seed + FINAL_EVAL_SEED_OFFSET.
+EVAL_SEED_OFFSET = 1_000_000
+FINAL_EVAL_SEED_OFFSET = 1_000_000_000
 
 
 def build_config(cls: type, values: dict):
@@ -112,7 +115,7 @@ class Experiment:
 
     @classmethod
     def create(cls, spec, task, module, algo_config_cls, run_flags, algo_flags, run_dir):
-        defaults = preset(spec.name, task.name)
+        defaults = preset(spec.name, task.name, task.kind)
         run_config = build_config(RunConfig, {**defaults["run"], **run_flags})
         algo_config = build_config(algo_config_cls, {**defaults["algo"], **algo_flags})
         run_dir = Path(run_dir) if run_dir else default_run_dir(spec.name, task.name,
@@ -122,7 +125,9 @@ class Experiment:
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise UserError(f"cannot create {run_dir} ({error.strerror}): choose another --run-dir")
+            raise UserError(
+                f"cannot create {run_dir} ({error.strerror}): choose another --run-dir"
+            ) from None
         config = {"algo": spec.name, "task": task.name, "run": to_dict(run_config),
                   "algo_config": to_dict(algo_config)}
         checkpoint.atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2) + "\n")
@@ -140,7 +145,7 @@ class Experiment:
             raise UserError(f"--resume continues with the saved config; drop {flags} "
                             "(only --total-steps may change)")
         state = checkpoint.load(Path(run_dir) / "checkpoints")
-        config_cls = module.config_class(task) if hasattr(module, "config_class") else module.Config
+        config_cls = module.Config
         try:
             run_config = from_dict(RunConfig, {**saved["run"], **run_flags})
             algo_config = from_dict(config_cls, saved["algo_config"])
@@ -165,7 +170,7 @@ class Experiment:
         board = Dashboard(live=None if dashboard else False)
         logger = MetricLogger(self.run_dir)
         evaluator = Evaluator(self.greedy_policy, lambda: make_env(self.task), c.eval_episodes,
-                              c.eval_interval, eval_seed, c.stop_when_solved)
+                              c.eval_interval, eval_seed, c.stop_when_solved, c.solved_patience)
         evaluator.callbacks = [board, logger]
         callbacks = [board, logger, evaluator, Checkpointer(self.run_dir, c.checkpoint_interval)]
         try:
@@ -179,7 +184,7 @@ class Experiment:
             return 130
         started = time.perf_counter()
         result = evaluate(self.greedy_policy, lambda: make_env(self.task), c.eval_episodes,
-                          eval_seed + EVAL_SEED_OFFSET)
+                          c.seed + FINAL_EVAL_SEED_OFFSET)
         run.timers["eval"] += time.perf_counter() - started
         self.write_results(result)
         print(f"final evaluation: mean return {result.mean_return:.2f} ± "
@@ -192,6 +197,7 @@ class Experiment:
         run = self.run
         solved = self.task.solved_at is not None and result.mean_return >= self.task.solved_at
         report = {**result.to_dict(), "env_steps": run.env_steps, "updates": run.updates,
+                  "gradient_steps": getattr(self.agent, "gradient_steps", run.updates),
                   "wall_seconds": run.elapsed, "timers": run.timers,
                   "stop_reason": run.stop_reason, "solved_at": self.task.solved_at,
                   "solved": solved, "first_solved_step": run.first_solved_step,
@@ -216,15 +222,17 @@ def evaluate_run_dir(run_dir: str, episodes: int | None, seed: int | None, video
 
     saved = read_run_config(run_dir)
     spec, task = get_algo(saved["algo"]), get_task(saved["task"])
-    module = importlib.import_module(spec.module)
+    module = importlib.import_module(spec.modules[task.kind])
+    if hasattr(module, "Experiment"):  # text tasks evaluate in their own way
+        return module.Experiment.evaluate_run_dir(run_dir, episodes, seed, video)
     state = checkpoint.load(Path(run_dir) / "checkpoints")
-    config_cls = module.config_class(task) if hasattr(module, "config_class") else module.Config
+    config_cls = module.Config
     run_config = from_dict(RunConfig, saved["run"])
     experiment = Experiment(spec, task, module, run_config,
                             from_dict(config_cls, saved["algo_config"]), Path(run_dir))
     experiment.agent.load_state_dict(state["agent"])
     episodes = episodes or run_config.eval_episodes
-    seed = run_config.seed + 2 * EVAL_SEED_OFFSET if seed is None else seed
+    seed = run_config.seed + 2 * FINAL_EVAL_SEED_OFFSET if seed is None else seed
     result = evaluate(experiment.greedy_policy, lambda: make_env(task), episodes, seed)
     out = Path(run_dir) / "reeval.json"
     checkpoint.atomic_write_text(out, json.dumps(result.to_dict(), indent=2) + "\n")

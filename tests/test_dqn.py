@@ -40,7 +40,7 @@ def test_epsilon_schedule_at_step_t():
 
 
 def test_several_envs_count_env_steps():
-    config = DQNConfig(learning_starts=0, train_freq=8, batch_size=8)
+    config = DQNConfig(learning_starts=0, train_freq=8, batch_size=8, n_step=1)
     agent, run = make(config, 400, num_envs=4)
     train(agent, make_vector_env(IDENTITY, 4), run, [])
     assert run.env_steps == 400 and agent.env_steps == 400

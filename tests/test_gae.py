@@ -77,7 +77,7 @@ def test_gae_hand_table_episode_boundary_stops_the_sum():
 
 def test_rollout_buffer_next_values():
     """Next step's value where the episode goes on, V(final obs) at ends, last values at T-1."""
-    buffer = RolloutBuffer(3, 2, (1,), (), torch.int64)
+    buffer = RolloutBuffer(3, 2, (1,), (), np.int64)
     values = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
     ends = [([False, True], [False, False], [0.0, 0.0]),  # env 1 terminates at step 0
             ([False, False], [True, False], [7.0, 0.0]),  # env 0 truncated at step 1, V(final)=7

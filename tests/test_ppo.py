@@ -115,7 +115,7 @@ def test_update_reports_metrics_and_anneals():
         assert math.isfinite(metrics[f"losses/{key}"]), key
     assert metrics["charts/learning_rate"] == pytest.approx(1e-3 * (1 - 32 / 128))
     assert metrics["charts/clip_range"] == pytest.approx(0.2 * (1 - 32 / 128))
-    assert metrics["losses/gradient_steps"] == 6  # 3 epochs x 2 minibatches of 16
+    assert metrics["charts/gradient_steps"] == 6  # 3 epochs x 2 minibatches of 16
     assert not agent.ready() and agent.updates == 1
 
 
@@ -124,7 +124,7 @@ def test_target_kl_stops_the_epochs_early():
     agent = make_agent(config, *spaces("CartPole-v1"), 1, 1000, seed=0)
     fill_rollout(agent, "CartPole-v1", 1)
     # The first step sees the rollout's own policy (KL 0); the second already exceeds 1.5e-9.
-    assert agent.update()["losses/gradient_steps"] == 1
+    assert agent.update()["charts/gradient_steps"] == 1
 
 
 def test_same_seed_same_parameters_different_seed_different():

@@ -26,24 +26,24 @@ from rl_lab.errors import UserError
 class DQNConfig:
     """DQN hyperparameters (defaults are CartPole's preset)."""
 
-    lr: float = option(1e-3, "Adam learning rate", min=0.0)
+    lr: float = option(2.3e-3, "Adam learning rate", min=0.0)
     batch_size: int = option(64, "transitions per gradient step", min=1)
     buffer_size: int = option(50_000, "replay buffer capacity (transitions)", min=1)
     learning_starts: int = option(1_000, "env steps of experience before the first update", min=0)
     gamma: float = option(0.99, "discount factor", min=0.0, max=1.0)
-    train_freq: int = option(4, "env steps between updates", min=1)
-    gradient_steps: int = option(1, "gradient steps per update", min=1)
-    target_update_interval: int = option(250, "gradient steps between target-network updates",
+    train_freq: int = option(256, "env steps between updates", min=1)
+    gradient_steps: int = option(128, "gradient steps per update", min=1)
+    target_update_interval: int = option(128, "gradient steps between target-network updates",
                                          min=1)
     tau: float = option(1.0, "target update rate: 1 copies the online net, <1 is Polyak averaging",
                         min=0.0, max=1.0)
     epsilon_start: float = option(1.0, "initial exploration rate", min=0.0, max=1.0)
-    epsilon_end: float = option(0.05, "final exploration rate", min=0.0, max=1.0)
-    exploration_fraction: float = option(0.2, "fraction of total steps over which epsilon decays",
+    epsilon_end: float = option(0.04, "final exploration rate", min=0.0, max=1.0)
+    exploration_fraction: float = option(0.16, "fraction of total steps over which epsilon decays",
                                          min=0.0, max=1.0)
     double: bool = option(True, "double DQN targets (online net picks, target net values)")
     dueling: bool = option(False, "dueling value/advantage head")
-    n_step: int = option(1, "rewards summed per transition before bootstrapping", min=1)
+    n_step: int = option(3, "rewards summed per transition before bootstrapping", min=1)
     prioritized: bool = option(False, "prioritized replay (proportional, sum tree)")
     per_alpha: float = option(0.6, "prioritization exponent", min=0.0)
     per_beta: float = option(0.4, "initial importance-weight exponent, annealed to 1", min=0.0,
@@ -182,27 +182,30 @@ Config = DQNConfig
 # Tuned defaults per task (RunConfig fields under "run", DQNConfig fields under "algo").
 PRESETS: dict[str, dict[str, dict]] = {
     "cartpole": {
-        "run": {"total_steps": 50_000, "eval_interval": 2_000, "stop_when_solved": True},
+        "run": {"total_steps": 50_000, "eval_interval": 1_000, "stop_when_solved": True,
+                "solved_patience": 2},
         "algo": {},
     },
     "acrobot": {
-        "run": {"total_steps": 100_000, "eval_interval": 10_000, "eval_episodes": 10},
+        "run": {"total_steps": 100_000, "eval_interval": 5_000, "stop_when_solved": True},
         "algo": {"lr": 6.3e-4, "batch_size": 128, "buffer_size": 50_000, "learning_starts": 1_000,
                  "train_freq": 4, "gradient_steps": 4, "target_update_interval": 250,
-                 "exploration_fraction": 0.12, "epsilon_end": 0.1, "hidden": (256, 256)},
+                 "exploration_fraction": 0.12, "epsilon_end": 0.1, "hidden": (256, 256),
+                 "n_step": 1},
     },
     "mountaincar": {
-        "run": {"total_steps": 120_000, "eval_interval": 10_000, "eval_episodes": 10},
+        "run": {"total_steps": 120_000, "eval_interval": 5_000, "stop_when_solved": True},
         "algo": {"lr": 4e-3, "batch_size": 128, "buffer_size": 10_000, "learning_starts": 1_000,
                  "gamma": 0.98, "train_freq": 16, "gradient_steps": 8, "target_update_interval": 300,
-                 "exploration_fraction": 0.2, "epsilon_end": 0.07, "hidden": (256, 256)},
+                 "exploration_fraction": 0.2, "epsilon_end": 0.07, "hidden": (256, 256),
+                 "n_step": 1},
     },
     "lunarlander": {
         "run": {"total_steps": 200_000, "eval_interval": 20_000, "eval_episodes": 10},
         "algo": {"lr": 6.3e-4, "batch_size": 128, "buffer_size": 50_000,
                  "learning_starts": 1_000, "train_freq": 4, "gradient_steps": 1,
                  "target_update_interval": 250, "exploration_fraction": 0.12, "epsilon_end": 0.1,
-                 "hidden": (256, 256)},
+                 "hidden": (256, 256), "n_step": 1},
     },
 }
 

@@ -1,0 +1,130 @@
+"""The headline LM job, measured: `python -m rl_lab.run ppo sentiment` before vs after.
+
+    python experiments/benchmark_sentiment.py                       # the bare preset
+    python experiments/benchmark_sentiment.py -- --reward vader     # extra flags for the run
+
+Runs the command as a user does (a subprocess, so the wall time includes loading the models
+and both held-out evaluations), then prints and saves the held-out metrics before and after,
+the wall time, the targets of the issue (POSITIVE fraction >= 0.95 within 15 minutes,
+perplexity within 1.2x of the start, distinct-2 > 0.9, KL bounded) and sample completions.
+Results: experiments/results/benchmark_sentiment.{json,md}; the run itself under runs/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "experiments" / "results"
+METRICS = ("mean_reward", "positive_fraction", "kl", "perplexity", "distinct_1", "distinct_2")
+BUDGET_MINUTES = 15.0
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "-"
+
+
+def targets(before: dict, after: dict, minutes: float) -> dict[str, bool]:
+    return {
+        f"positive_fraction >= 0.95 within {BUDGET_MINUTES:g} min": after["positive_fraction"]
+        >= 0.95
+        and minutes <= BUDGET_MINUTES,
+        "perplexity <= 1.2x start": after["perplexity"] <= 1.2 * before["perplexity"],
+        "distinct_2 > 0.9": after["distinct_2"] > 0.9,
+        "kl bounded (< 10 nats per completion)": abs(after["kl"]) < 10.0,
+    }
+
+
+def markdown(result: dict) -> str:
+    before, after = result["eval"]["before"], result["eval"]["after"]
+    lines = [
+        "# PPO sentiment benchmark",
+        "",
+        f"`{result['command']}`",
+        "",
+        f"- wall time of the whole command: **{result['wall_minutes']:.1f} min** "
+        f"({result['eval']['iterations']} iterations); load average at the start "
+        f"{result['load_average_start']}, at the end {result['load_average_end']}",
+        f"- machine: {result['machine']}",
+        "",
+        "| metric | before | after |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {key} | {before[key]:.3f} | {after[key]:.3f} |" for key in METRICS]
+    lines += ["", "| target | met |", "|---|---|"]
+    lines += [f"| {name} | {'yes' if ok else 'no'} |" for name, ok in result["targets"].items()]
+    lines += [
+        "",
+        "## Samples (held-out prompts)",
+        "",
+        "| prompt | before | after |",
+        "|---|---|---|",
+    ]
+    cell = lambda text: " ".join(str(text).split()).replace("|", "\\|")  # noqa: E731
+    samples = result["eval"]["samples"]
+    for b, a in zip(samples["before"], samples["after"]):
+        lines.append(
+            f"| {cell(b['prompt'])} | {cell(b['completion'])} ({b['reward']:+.2f}) | "
+            f"{cell(a['completion'])} ({a['reward']:+.2f}) |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", default="benchmark_sentiment", help="results file name")
+    parser.add_argument("extra", nargs="*", help="flags passed on to the run (after --)")
+    args = parser.parse_args()
+    run_dir = ROOT / "runs" / f"bench-sentiment-{datetime.now():%Y%m%d-%H%M%S}"
+    command = [
+        sys.executable,
+        "-m",
+        "rl_lab.run",
+        "ppo",
+        "sentiment",
+        "--no-dashboard",
+        "--run-dir",
+        str(run_dir),
+        *args.extra,
+    ]
+    shown = "python -m rl_lab.run ppo sentiment " + " ".join(command[6:])
+    print(shown, flush=True)
+    load_start = load_average()
+    started = time.perf_counter()
+    status = subprocess.run(command, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}).returncode
+    minutes = (time.perf_counter() - started) / 60
+    if status != 0:
+        print(f"the run failed with exit status {status}", file=sys.stderr)
+        return status
+    report = json.loads((run_dir / "eval.json").read_text())
+    result = {
+        "command": shown,
+        "run_dir": str(run_dir.relative_to(ROOT)),
+        "wall_minutes": minutes,
+        "load_average_start": load_start,
+        "load_average_end": load_average(),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "eval": report,
+        "targets": targets(report["before"], report["after"], minutes),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    text = markdown(result)
+    (RESULTS / f"{args.name}.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
