@@ -43,13 +43,23 @@ EVAL_EPISODES = 20
 SOLVED = 475.0
 
 # rl-zoo3 hyperparams/dqn.yml and ppo.yml, CartPole-v1.
-SB3_DQN = dict(learning_rate=2.3e-3, batch_size=64, buffer_size=100_000, learning_starts=1_000,
-               gamma=0.99, target_update_interval=10, train_freq=256, gradient_steps=128,
-               exploration_fraction=0.16, exploration_final_eps=0.04,
-               policy_kwargs=dict(net_arch=[256, 256]))
+SB3_DQN = dict(
+    learning_rate=2.3e-3,
+    batch_size=64,
+    buffer_size=100_000,
+    learning_starts=1_000,
+    gamma=0.99,
+    target_update_interval=10,
+    train_freq=256,
+    gradient_steps=128,
+    exploration_fraction=0.16,
+    exploration_final_eps=0.04,
+    policy_kwargs=dict(net_arch=[256, 256]),
+)
 SB3_DQN_STEPS = 50_000
-SB3_PPO = dict(n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20,
-               ent_coef=0.0)  # learning rate lin_0.001 and clip range lin_0.2: set below
+SB3_PPO = dict(
+    n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20, ent_coef=0.0
+)  # learning rate lin_0.001 and clip range lin_0.2: set below
 SB3_PPO_ENVS, SB3_PPO_STEPS = 8, 100_000
 
 
@@ -65,8 +75,19 @@ def cartpole():
 def run_ours(algo: str, seed: int, full_budget: bool) -> dict:
     run_dir = RESULTS / "tmp" / f"bench-{algo}-s{seed}-{'full' if full_budget else 'preset'}"
     shutil.rmtree(run_dir, ignore_errors=True)
-    flags = [algo, "cartpole", "--seed", str(seed), "--no-dashboard", "--run-dir", str(run_dir),
-             "--eval-interval", str(EVAL_INTERVAL), "--eval-episodes", str(EVAL_EPISODES)]
+    flags = [
+        algo,
+        "cartpole",
+        "--seed",
+        str(seed),
+        "--no-dashboard",
+        "--run-dir",
+        str(run_dir),
+        "--eval-interval",
+        str(EVAL_INTERVAL),
+        "--eval-episodes",
+        str(EVAL_EPISODES),
+    ]
     if full_budget:
         flags.append("--no-stop-when-solved")
     with contextlib.redirect_stdout(io.StringIO()):
@@ -74,11 +95,15 @@ def run_ours(algo: str, seed: int, full_budget: bool) -> dict:
             raise SystemExit(f"rl_lab run failed: {' '.join(flags)}")
     report = json.loads((run_dir / "eval.json").read_text())
     train_seconds = report["wall_seconds"] - report["timers"]["eval"]
-    return {"first_solve_step": report["first_solved_step"],
-            "first_solve_seconds": report["first_solved_seconds"],
-            "final_eval": report["mean_return"], "env_steps": report["env_steps"],
-            "train_seconds": train_seconds, "sps": report["env_steps"] / train_seconds,
-            "ups": report["gradient_steps"] / train_seconds}
+    return {
+        "first_solve_step": report["first_solved_step"],
+        "first_solve_seconds": report["first_solved_seconds"],
+        "final_eval": report["mean_return"],
+        "env_steps": report["env_steps"],
+        "train_seconds": train_seconds,
+        "sps": report["env_steps"] / train_seconds,
+        "ups": report["gradient_steps"] / train_seconds,
+    }
 
 
 def run_sb3(algo: str, seed: int) -> dict:
@@ -106,8 +131,9 @@ def run_sb3(algo: str, seed: int) -> dict:
             if self.num_timesteps >= self.next_eval:
                 self.next_eval += EVAL_INTERVAL
                 tick = time.perf_counter()
-                result = evaluate(greedy(self.model), cartpole, EVAL_EPISODES,
-                                  periodic_seed + self.num_timesteps)
+                result = evaluate(
+                    greedy(self.model), cartpole, EVAL_EPISODES, periodic_seed + self.num_timesteps
+                )
                 self.eval_seconds += time.perf_counter() - tick
                 if self.first_step is None and result.mean_return >= SOLVED:
                     self.first_step = self.num_timesteps
@@ -115,25 +141,43 @@ def run_sb3(algo: str, seed: int) -> dict:
             return True
 
     if algo == "dqn":
-        model = DQN("MlpPolicy", make_vec_env("CartPole-v1", 1, seed=seed), seed=seed,
-                    device="cpu", **SB3_DQN)
+        model = DQN(
+            "MlpPolicy",
+            make_vec_env("CartPole-v1", 1, seed=seed),
+            seed=seed,
+            device="cpu",
+            **SB3_DQN,
+        )
         budget = SB3_DQN_STEPS
     else:
-        model = PPO("MlpPolicy", make_vec_env("CartPole-v1", SB3_PPO_ENVS, seed=seed), seed=seed,
-                    device="cpu", learning_rate=lambda left: 1e-3 * left,
-                    clip_range=lambda left: 0.2 * left, **SB3_PPO)
+        model = PPO(
+            "MlpPolicy",
+            make_vec_env("CartPole-v1", SB3_PPO_ENVS, seed=seed),
+            seed=seed,
+            device="cpu",
+            learning_rate=lambda left: 1e-3 * left,
+            clip_range=lambda left: 0.2 * left,
+            **SB3_PPO,
+        )
         budget = SB3_PPO_STEPS
     probe = Probe()
     started = time.perf_counter()
     model.learn(budget, callback=probe)
     train_seconds = time.perf_counter() - started - probe.eval_seconds
     final = evaluate(greedy(model), cartpole, EVAL_EPISODES, final_seed)
-    return {"first_solve_step": probe.first_step, "first_solve_seconds": probe.first_seconds,
-            "final_eval": final.mean_return, "env_steps": model.num_timesteps,
-            "train_seconds": train_seconds, "sps": model.num_timesteps / train_seconds,
-            "ups": model._n_updates / train_seconds if algo == "dqn" else
-            model._n_updates * -(-SB3_PPO_ENVS * SB3_PPO["n_steps"] // SB3_PPO["batch_size"])
-            / train_seconds}
+    return {
+        "first_solve_step": probe.first_step,
+        "first_solve_seconds": probe.first_seconds,
+        "final_eval": final.mean_return,
+        "env_steps": model.num_timesteps,
+        "train_seconds": train_seconds,
+        "sps": model.num_timesteps / train_seconds,
+        "ups": model._n_updates / train_seconds
+        if algo == "dqn"
+        else model._n_updates
+        * -(-SB3_PPO_ENVS * SB3_PPO["n_steps"] // SB3_PPO["batch_size"])
+        / train_seconds,
+    }
 
 
 def median_or_none(values):
@@ -144,16 +188,20 @@ def median_or_none(values):
 def summarize(rows: list[dict]) -> dict:
     solved_first = [r["first_solve_seconds"] for r in rows]
     # A seed that never solves counts as its whole training time (a lower bound on its time).
-    censored = [r["first_solve_seconds"] if r["first_solve_seconds"] is not None
-                else r["train_seconds"] for r in rows]
-    return {"seeds": len(rows),
-            "solved_first": sum(s is not None for s in solved_first),
-            "final_solved": sum(r["final_eval"] >= SOLVED for r in rows),
-            "median_first_solve_seconds": statistics.median(censored),
-            "median_first_solve_step": median_or_none([r["first_solve_step"] for r in rows]),
-            "median_final_eval": statistics.median(r["final_eval"] for r in rows),
-            "median_sps": statistics.median(r["sps"] for r in rows),
-            "median_ups": statistics.median(r["ups"] for r in rows)}
+    censored = [
+        r["first_solve_seconds"] if r["first_solve_seconds"] is not None else r["train_seconds"]
+        for r in rows
+    ]
+    return {
+        "seeds": len(rows),
+        "solved_first": sum(s is not None for s in solved_first),
+        "final_solved": sum(r["final_eval"] >= SOLVED for r in rows),
+        "median_first_solve_seconds": statistics.median(censored),
+        "median_first_solve_step": median_or_none([r["first_solve_step"] for r in rows]),
+        "median_final_eval": statistics.median(r["final_eval"] for r in rows),
+        "median_sps": statistics.median(r["sps"] for r in rows),
+        "median_ups": statistics.median(r["ups"] for r in rows),
+    }
 
 
 def fmt(value, digits=1):
@@ -161,30 +209,44 @@ def fmt(value, digits=1):
 
 
 def markdown(results: dict) -> str:
-    lines = [f"Machine: {platform.processor() or platform.machine()}, "
-             f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
-             f"command: `python experiments/benchmark_cartpole.py`", ""]
+    lines = [
+        f"Machine: {platform.processor() or platform.machine()}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
+        f"command: `python experiments/benchmark_cartpole.py`",
+        "",
+    ]
     for algo, variants in results["algos"].items():
-        lines += [f"### {algo.upper()} on CartPole-v1", "",
-                  "| variant | seed | steps to 1st solve | s to 1st solve | final eval | env steps "
-                  "| train s | steps/s | updates/s |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"### {algo.upper()} on CartPole-v1",
+            "",
+            "| variant | seed | steps to 1st solve | s to 1st solve | final eval | env steps "
+            "| train s | steps/s | updates/s |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for variant, rows in variants.items():
             for r in rows:
-                lines.append(f"| {variant} | {r['seed']} | {fmt(r['first_solve_step'], 0)} | "
-                             f"{fmt(r['first_solve_seconds'])} | {fmt(r['final_eval'])} | "
-                             f"{r['env_steps']:,} | {fmt(r['train_seconds'])} | "
-                             f"{fmt(r['sps'], 0)} | {fmt(r['ups'], 0)} |")
-        lines += ["", "| variant | solved (first) | final policies solving | median s to 1st "
-                  "solve | median steps to 1st solve | median final eval | steps/s | updates/s |",
-                  "|---|---|---|---|---|---|---|---|"]
+                lines.append(
+                    f"| {variant} | {r['seed']} | {fmt(r['first_solve_step'], 0)} | "
+                    f"{fmt(r['first_solve_seconds'])} | {fmt(r['final_eval'])} | "
+                    f"{r['env_steps']:,} | {fmt(r['train_seconds'])} | "
+                    f"{fmt(r['sps'], 0)} | {fmt(r['ups'], 0)} |"
+                )
+        lines += [
+            "",
+            "| variant | solved (first) | final policies solving | median s to 1st "
+            "solve | median steps to 1st solve | median final eval | steps/s | updates/s |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for variant, rows in variants.items():
             s = summarize(rows)
-            lines.append(f"| {variant} | {s['solved_first']}/{s['seeds']} | "
-                         f"{s['final_solved']}/{s['seeds']} | "
-                         f"{fmt(s['median_first_solve_seconds'])} | "
-                         f"{fmt(s['median_first_solve_step'], 0)} | "
-                         f"{fmt(s['median_final_eval'])} | {fmt(s['median_sps'], 0)} | "
-                         f"{fmt(s['median_ups'], 0)} |")
+            lines.append(
+                f"| {variant} | {s['solved_first']}/{s['seeds']} | "
+                f"{s['final_solved']}/{s['seeds']} | "
+                f"{fmt(s['median_first_solve_seconds'])} | "
+                f"{fmt(s['median_first_solve_step'], 0)} | "
+                f"{fmt(s['median_final_eval'])} | {fmt(s['median_sps'], 0)} | "
+                f"{fmt(s['median_ups'], 0)} |"
+            )
         ours, sb3 = summarize(variants["ours"]), summarize(variants["sb3"])
         ratio = sb3["median_first_solve_seconds"] / ours["median_first_solve_seconds"]
         lines += ["", f"Median wall time to first solve, SB3 / ours: **{ratio:.1f}x**.", ""]
@@ -210,10 +272,13 @@ def main() -> None:
                 else:
                     row = run_ours(algo, seed, full_budget=variant == "ours-full")
                 variants[variant].append({"seed": seed, **row})
-                print(f"{algo} {variant:>9} seed {seed}: first solve "
-                      f"{fmt(row['first_solve_step'], 0)} steps / "
-                      f"{fmt(row['first_solve_seconds'])} s, final {row['final_eval']:.1f}, "
-                      f"{row['sps']:,.0f} steps/s, {row['ups']:,.0f} updates/s", flush=True)
+                print(
+                    f"{algo} {variant:>9} seed {seed}: first solve "
+                    f"{fmt(row['first_solve_step'], 0)} steps / "
+                    f"{fmt(row['first_solve_seconds'])} s, final {row['final_eval']:.1f}, "
+                    f"{row['sps']:,.0f} steps/s, {row['ups']:,.0f} updates/s",
+                    flush=True,
+                )
         results["algos"][algo] = variants
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "benchmark_cartpole.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -32,8 +32,14 @@ class ActorCritic(nn.Module):
     Subclasses define how the policy head's output becomes actions and log-probs.
     """
 
-    def __init__(self, obs_size: int, head_size: int, hidden: tuple[int, ...] = (64, 64),
-                 activation: str = "tanh", shared_trunk: bool = False):
+    def __init__(
+        self,
+        obs_size: int,
+        head_size: int,
+        hidden: tuple[int, ...] = (64, 64),
+        activation: str = "tanh",
+        shared_trunk: bool = False,
+    ):
         super().__init__()
         self.policy_trunk = MLP(obs_size, hidden, activation)
         # A shared trunk is not registered twice: duplicated tensors break safetensors saves.
@@ -64,15 +70,17 @@ class ActorCritic(nn.Module):
         trunk = self.policy_trunk if self.value_trunk is None else self.value_trunk
         return self.value_output(trunk(obs))
 
-    def evaluate_actions(self, obs: torch.Tensor, actions: torch.Tensor
-                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def evaluate_actions(
+        self, obs: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(log-prob of `actions`, entropy, value), each [B]: what the PPO update needs."""
         head, value = self(obs)
         log_prob, entropy = self.head_log_prob_entropy(head, actions)
         return log_prob, entropy, value
 
-    def log_prob_entropy(self, obs: torch.Tensor, actions: torch.Tensor
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    def log_prob_entropy(
+        self, obs: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(log pi(actions | obs), entropy of pi(. | obs)), each [B]."""
         return self.head_log_prob_entropy(self.policy_output(self.policy_trunk(obs)), actions)
 
@@ -93,12 +101,17 @@ class ActorCritic(nn.Module):
                 head, value = self(torch.from_numpy(obs))
             return head.numpy(), value.numpy()
         features = self.policy_trunk.forward_numpy(obs)
-        value_features = features if self.value_trunk is None else self.value_trunk.forward_numpy(obs)
-        return linear_numpy(self.policy_head, features), linear_numpy(self.value_head,
-                                                                      value_features)[:, 0]
+        trunk = self.value_trunk
+        value_features = features if trunk is None else trunk.forward_numpy(obs)
+        head, value = (
+            linear_numpy(self.policy_head, features),
+            linear_numpy(self.value_head, value_features),
+        )
+        return head, value[:, 0]
 
-    def act_numpy(self, obs: np.ndarray, rng: np.random.Generator
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def act_numpy(
+        self, obs: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Sampled actions, their log-probs and the values, for a batch of observations."""
         head, values = self.forward_numpy(obs)
         actions, log_probs = self.head_sample_numpy(head, rng)
@@ -127,8 +140,14 @@ class ActorCritic(nn.Module):
 class CategoricalActorCritic(ActorCritic):
     """Discrete actions: the policy head outputs one logit per action."""
 
-    def __init__(self, obs_size: int, num_actions: int, hidden: tuple[int, ...] = (64, 64),
-                 activation: str = "tanh", shared_trunk: bool = False):
+    def __init__(
+        self,
+        obs_size: int,
+        num_actions: int,
+        hidden: tuple[int, ...] = (64, 64),
+        activation: str = "tanh",
+        shared_trunk: bool = False,
+    ):
         super().__init__(obs_size, num_actions, hidden, activation, shared_trunk)
 
     def head_log_prob_entropy(self, logits, actions):
@@ -142,8 +161,9 @@ class CategoricalActorCritic(ActorCritic):
         log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
         # Inverse-CDF sampling: count the cumulative probabilities below a uniform draw.
         cdf = np.exp(log_probs).cumsum(axis=-1)
-        actions = np.minimum((rng.random((len(logits), 1)) > cdf).sum(axis=-1),
-                             logits.shape[-1] - 1)
+        actions = np.minimum(
+            (rng.random((len(logits), 1)) > cdf).sum(axis=-1), logits.shape[-1] - 1
+        )
         return actions, np.take_along_axis(log_probs, actions[:, None], axis=-1)[:, 0]
 
     def head_greedy(self, logits):
@@ -160,8 +180,15 @@ class GaussianActorCritic(ActorCritic):
     the log-probs stay those of the actions actually drawn.
     """
 
-    def __init__(self, obs_size: int, action_dim: int, hidden: tuple[int, ...] = (64, 64),
-                 activation: str = "tanh", shared_trunk: bool = False, log_std_init: float = 0.0):
+    def __init__(
+        self,
+        obs_size: int,
+        action_dim: int,
+        hidden: tuple[int, ...] = (64, 64),
+        activation: str = "tanh",
+        shared_trunk: bool = False,
+        log_std_init: float = 0.0,
+    ):
         super().__init__(obs_size, action_dim, hidden, activation, shared_trunk)
         self.log_std = nn.Parameter(torch.full((action_dim,), float(log_std_init)))
 

@@ -17,8 +17,14 @@ class QNetwork(nn.Module):
     recombined as V + A - mean(A) so the two parts stay identifiable.
     """
 
-    def __init__(self, obs_size: int, num_actions: int, hidden: tuple[int, ...] = (64, 64),
-                 dueling: bool = False, activation: str = "relu"):
+    def __init__(
+        self,
+        obs_size: int,
+        num_actions: int,
+        hidden: tuple[int, ...] = (64, 64),
+        dueling: bool = False,
+        activation: str = "relu",
+    ):
         super().__init__()
         self.trunk = MLP(obs_size, hidden, activation)
         self.dueling = dueling

@@ -82,8 +82,12 @@ class ReplayBuffer:
         if self.n_step == 1:
             for i in range(len(batch.action)):
                 self._store(
-                    batch.obs[i], batch.action[i], batch.reward[i], batch.next_obs[i],
-                    batch.terminated[i], self.gamma,
+                    batch.obs[i],
+                    batch.action[i],
+                    batch.reward[i],
+                    batch.next_obs[i],
+                    batch.terminated[i],
+                    self.gamma,
                 )
             return
         for i, window in enumerate(self._windows):
@@ -98,8 +102,14 @@ class ReplayBuffer:
     def _store_window_head(self, window: list, next_obs, terminated: bool) -> None:
         obs, action, _ = window[0]
         rewards = [step[2] for step in window]
-        self._store(obs, action, fn.nstep_return(rewards, self.gamma), next_obs, terminated,
-                    self.gamma ** len(rewards))
+        self._store(
+            obs,
+            action,
+            fn.nstep_return(rewards, self.gamma),
+            next_obs,
+            terminated,
+            self.gamma ** len(rewards),
+        )
         window.pop(0)
 
     def _store(self, obs, action, reward, next_obs, terminated, discount) -> None:
@@ -139,10 +149,15 @@ class ReplayBuffer:
     def state_dict(self) -> dict:
         # Pending n-step windows are dropped: at most n-1 steps per env are lost on resume.
         return {
-            "obs": self.obs[: self.size], "next_obs": self.next_obs[: self.size],
-            "action": self.action[: self.size], "reward": self.reward[: self.size],
-            "terminated": self.terminated[: self.size], "discount": self.discount[: self.size],
-            "cursor": self.cursor, "size": self.size, "rng": self.rng.bit_generator.state,
+            "obs": self.obs[: self.size],
+            "next_obs": self.next_obs[: self.size],
+            "action": self.action[: self.size],
+            "reward": self.reward[: self.size],
+            "terminated": self.terminated[: self.size],
+            "discount": self.discount[: self.size],
+            "cursor": self.cursor,
+            "size": self.size,
+            "rng": self.rng.bit_generator.state,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -227,8 +242,11 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
     def state_dict(self) -> dict:
         state = super().state_dict()
-        state.update(priorities=self.tree.get(np.arange(self.size)), max_priority=self.max_priority,
-                     beta=self.beta)
+        state.update(
+            priorities=self.tree.get(np.arange(self.size)),
+            max_priority=self.max_priority,
+            beta=self.beta,
+        )
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -250,8 +268,15 @@ class RolloutBuffer:
     owns the seeded generator that orders minibatches.
     """
 
-    def __init__(self, steps: int, num_envs: int, obs_shape: tuple, action_shape: tuple,
-                 action_dtype=np.float32, seed: int = 0):
+    def __init__(
+        self,
+        steps: int,
+        num_envs: int,
+        obs_shape: tuple,
+        action_shape: tuple,
+        action_dtype=np.float32,
+        seed: int = 0,
+    ):
         self.steps, self.num_envs = steps, num_envs
         shape = (steps, num_envs)
         self.obs = np.zeros((*shape, *obs_shape), dtype=np.float32)
@@ -271,8 +296,9 @@ class RolloutBuffer:
     def full(self) -> bool:
         return self.pos == self.steps
 
-    def add(self, obs, actions, logprobs, values, rewards, terminated, truncated,
-            end_values=None) -> None:
+    def add(
+        self, obs, actions, logprobs, values, rewards, terminated, truncated, end_values=None
+    ) -> None:
         """Store one vectorized step; `end_values[i]` = V(final obs) where env i's episode ended."""
         t = self.pos
         self.obs[t] = obs
@@ -292,8 +318,13 @@ class RolloutBuffer:
         next_values = np.where(self.episode_end > 0, self.end_values, following)
         self.next_values = torch.from_numpy(next_values.astype(np.float32))
         self.advantages, self.returns = fn.gae(
-            torch.from_numpy(self.rewards), torch.from_numpy(self.values), self.next_values,
-            torch.from_numpy(self.terminated), torch.from_numpy(self.episode_end), gamma, lam,
+            torch.from_numpy(self.rewards),
+            torch.from_numpy(self.values),
+            self.next_values,
+            torch.from_numpy(self.terminated),
+            torch.from_numpy(self.episode_end),
+            gamma,
+            lam,
         )
 
     def minibatches(self, batch_size: int):
@@ -303,7 +334,8 @@ class RolloutBuffer:
             "actions": torch.from_numpy(self.actions).flatten(0, 1),
             "logprobs": torch.from_numpy(self.logprobs).flatten(),
             "values": torch.from_numpy(self.values).flatten(),
-            "advantages": self.advantages.flatten(), "returns": self.returns.flatten(),
+            "advantages": self.advantages.flatten(),
+            "returns": self.returns.flatten(),
         }
         order = torch.randperm(self.steps * self.num_envs, generator=self.generator)
         for start in range(0, len(order), batch_size):

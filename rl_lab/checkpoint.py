@@ -35,8 +35,12 @@ def _encode(value, path: str, tensors: dict[str, torch.Tensor]):
     if isinstance(value, dict):
         if all(isinstance(key, str) for key in value):
             return {key: _encode(item, f"{path}.{key}", tensors) for key, item in value.items()}
-        return {ITEMS: [[key, _encode(item, f"{path}.{i}", tensors)]
-                        for i, (key, item) in enumerate(value.items())]}
+        return {
+            ITEMS: [
+                [key, _encode(item, f"{path}.{i}", tensors)]
+                for i, (key, item) in enumerate(value.items())
+            ]
+        }
     if isinstance(value, tuple):
         return {TUPLE: [_encode(item, f"{path}.{i}", tensors) for i, item in enumerate(value)]}
     if isinstance(value, list):
@@ -94,16 +98,22 @@ def load(directory: Path) -> dict:
     """Load the newest checkpoint; a missing or corrupt one is a UserError."""
     pointer = directory / "latest"
     if not pointer.is_file():
-        raise UserError(f"no checkpoint in {directory}: pass a run directory that has "
-                        "checkpoints/ (start a new run instead if it never saved one)")
+        raise UserError(
+            f"no checkpoint in {directory}: pass a run directory that has "
+            "checkpoints/ (start a new run instead if it never saved one)"
+        )
     path = directory / pointer.read_text().strip()
     try:
         tensors = load_file(str(path / "tensors.safetensors"))
         encoded = json.loads((path / "state.json").read_text())
         return _decode(encoded, tensors)
     except (OSError, ValueError, KeyError) as error:
-        raise UserError(f"checkpoint {path} is unreadable ({type(error).__name__}): "
-                        "start a new run or restore the run directory") from None
+        raise UserError(
+            f"checkpoint {path} is unreadable ({type(error).__name__}): "
+            "start a new run or restore the run directory"
+        ) from None
     except Exception as error:  # safetensors raises its own error types on corrupt files
-        raise UserError(f"checkpoint {path} is corrupt ({type(error).__name__}): "
-                        "start a new run or restore the run directory") from None
+        raise UserError(
+            f"checkpoint {path} is corrupt ({type(error).__name__}): "
+            "start a new run or restore the run directory"
+        ) from None

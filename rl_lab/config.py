@@ -14,8 +14,11 @@ from typing import Any
 
 def option(default: Any, help: str, **checks) -> Any:
     """A config field with its --help text and simple checks (min=, choices=)."""
-    kwargs = {"default_factory": lambda: default} if isinstance(default, (list, tuple)) else \
-        {"default": default}
+    kwargs = (
+        {"default_factory": lambda: default}
+        if isinstance(default, (list, tuple))
+        else {"default": default}
+    )
     return field(metadata={"help": help, **checks}, **kwargs)
 
 
@@ -41,16 +44,23 @@ class RunConfig:
     """Settings of a run, shared by every algorithm."""
 
     seed: int = option(0, "random seed: the same seed on the same machine repeats the run", min=0)
-    total_steps: int = option(50_000, "training budget in env steps (PPO iterations for text tasks)",
-                              min=1)
+    total_steps: int = option(
+        50_000, "training budget in env steps (PPO iterations for text tasks)", min=1
+    )
     num_envs: int = option(1, "environments stepped together", min=1)
     eval_episodes: int = option(20, "episodes of each greedy evaluation", min=1)
-    eval_interval: int = option(5_000, "env steps between evaluations during training (0: only at "
-                                "the end)", min=0)
-    stop_when_solved: bool = option(False, "stop training once evaluations reach the task's "
-                                    "solved threshold")
-    solved_patience: int = option(1, "with --stop-when-solved: consecutive solving evaluations "
-                                  "needed to stop (more guards against a lucky evaluation)", min=1)
+    eval_interval: int = option(
+        5_000, "env steps between evaluations during training (0: only at the end)", min=0
+    )
+    stop_when_solved: bool = option(
+        False, "stop training once evaluations reach the task's solved threshold"
+    )
+    solved_patience: int = option(
+        1,
+        "with --stop-when-solved: consecutive solving evaluations "
+        "needed to stop (more guards against a lucky evaluation)",
+        min=1,
+    )
     checkpoint_interval: int = option(10_000, "env steps between checkpoints", min=1)
     log_interval: int = option(1_000, "env steps between metric log lines", min=1)
 
@@ -68,6 +78,7 @@ def from_dict(cls: type, values: dict) -> Any:
     unknown = set(values) - set(known)
     if unknown:
         raise ValueError(f"unknown config keys {sorted(unknown)}")
-    fixed = {name: tuple(value) if isinstance(value, list) else value
-             for name, value in values.items()}
+    fixed = {
+        name: tuple(value) if isinstance(value, list) else value for name, value in values.items()
+    }
     return cls(**fixed)

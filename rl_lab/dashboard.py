@@ -33,7 +33,9 @@ def curve_rows(values: list[float], width: int, height: int) -> list[str]:
     buckets = min(width, len(values))
     means = []
     for b in range(buckets):
-        chunk = values[b * len(values) // buckets : (b + 1) * len(values) // buckets] or [values[-1]]
+        chunk = values[b * len(values) // buckets : (b + 1) * len(values) // buckets] or [
+            values[-1]
+        ]
         means.append(sum(chunk) / len(chunk))
     low, high = min(means), max(means)
     span = (high - low) or 1.0
@@ -59,8 +61,14 @@ def fmt(value: float | None, digits: int = 2) -> str:
 class Dashboard(Callback):
     """Shows the run while it trains; `live=False` prints a plain line every few seconds."""
 
-    def __init__(self, live: bool | None = None, console: Console | None = None,
-                 refresh_seconds: float = 0.25, plain_seconds: float = 2.0, unit: str = "steps"):
+    def __init__(
+        self,
+        live: bool | None = None,
+        console: Console | None = None,
+        refresh_seconds: float = 0.25,
+        plain_seconds: float = 2.0,
+        unit: str = "steps",
+    ):
         self.console = console or Console()
         self.live_mode = self.console.is_terminal if live is None else live
         self.refresh_seconds, self.plain_seconds, self.unit = refresh_seconds, plain_seconds, unit
@@ -74,8 +82,14 @@ class Dashboard(Callback):
 
     def on_train_start(self, run: RunContext) -> None:
         if self.live_mode:
-            self.live = Live(self.render(run), console=self.console, auto_refresh=False,
-                             transient=False, redirect_stdout=False, redirect_stderr=False)
+            self.live = Live(
+                self.render(run),
+                console=self.console,
+                auto_refresh=False,
+                transient=False,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
             self.live.start()
         else:
             self.console.print(f"{run.title}: training for {run.total_steps:,} {self.unit}")
@@ -98,9 +112,12 @@ class Dashboard(Callback):
 
     def on_eval(self, run: RunContext, result) -> None:
         if self.live is None:
-            self.console.print(f"eval at {run.env_steps:,} {self.unit}: mean return "
-                               f"{result.mean_return:.2f} ± {result.std_return:.2f} over "
-                               f"{result.episodes} episodes", highlight=False)
+            self.console.print(
+                f"eval at {run.env_steps:,} {self.unit}: mean return "
+                f"{result.mean_return:.2f} ± {result.std_return:.2f} over "
+                f"{result.episodes} episodes",
+                highlight=False,
+            )
 
     def on_train_end(self, run: RunContext) -> None:
         self.close(run)
@@ -121,15 +138,21 @@ class Dashboard(Callback):
 
     def plain_line(self, run: RunContext) -> str:
         latest = run.latest
-        parts = [f"{run.env_steps:>9,}/{run.total_steps:,} {self.unit}",
-                 f"return {fmt(self.returns[-1] if self.returns else None)}",
-                 f"mean100 {fmt(self.mean_recent())}",
-                 f"best eval {fmt(run.best_eval)}"]
+        parts = [
+            f"{run.env_steps:>9,}/{run.total_steps:,} {self.unit}",
+            f"return {fmt(self.returns[-1] if self.returns else None)}",
+            f"mean100 {fmt(self.mean_recent())}",
+            f"best eval {fmt(run.best_eval)}",
+        ]
         for key in sorted(latest):
             if key.startswith(("losses/", "charts/")):
                 parts.append(f"{key.split('/', 1)[1]} {fmt(latest[key], 3)}")
-        parts += [f"{fmt(latest.get('time/sps'), 0)} sps", f"{fmt(latest.get('time/ups'), 0)} ups",
-                  f"elapsed {format_seconds(run.elapsed)}", f"ETA {format_seconds(self.eta(run))}"]
+        parts += [
+            f"{fmt(latest.get('time/sps'), 0)} sps",
+            f"{fmt(latest.get('time/ups'), 0)} ups",
+            f"elapsed {format_seconds(run.elapsed)}",
+            f"ETA {format_seconds(self.eta(run))}",
+        ]
         return " | ".join(parts)
 
     def mean_recent(self) -> float | None:
@@ -148,8 +171,10 @@ class Dashboard(Callback):
         for key in sorted(latest):
             if key.startswith(("charts/", "losses/")):
                 stats.add_row(key.split("/", 1)[1].replace("_", " "), fmt(latest[key], 4))
-        stats.add_row("env steps/s" if self.unit == "steps" else f"{self.unit}/s",
-                      fmt(latest.get("time/sps"), 0))
+        stats.add_row(
+            "env steps/s" if self.unit == "steps" else f"{self.unit}/s",
+            fmt(latest.get("time/sps"), 0),
+        )
         stats.add_row("updates/s", fmt(latest.get("time/ups"), 1))
         for key in sorted(latest):
             if key.startswith("time/") and key not in ("time/sps", "time/ups"):
@@ -162,13 +187,16 @@ class Dashboard(Callback):
             curve.append(f"\nepisode returns: min {fmt(low)}  max {fmt(high)}", style="dim")
 
         total_time = sum(run.timers.values()) or 1.0
-        split = "  ".join(f"{name} {100 * seconds / total_time:4.1f}%"
-                          for name, seconds in run.timers.items())
+        split = "  ".join(
+            f"{name} {100 * seconds / total_time:4.1f}%" for name, seconds in run.timers.items()
+        )
         progress = Table.grid(padding=(0, 1))
-        progress.add_row(ProgressBar(total=run.total_steps, completed=run.env_steps, width=40),
-                         f"{run.env_steps:,}/{run.total_steps:,} {self.unit}",
-                         f"elapsed {format_seconds(run.elapsed)}",
-                         f"ETA {format_seconds(self.eta(run))}")
+        progress.add_row(
+            ProgressBar(total=run.total_steps, completed=run.env_steps, width=40),
+            f"{run.env_steps:,}/{run.total_steps:,} {self.unit}",
+            f"elapsed {format_seconds(run.elapsed)}",
+            f"ETA {format_seconds(self.eta(run))}",
+        )
         body = Table.grid(padding=(0, 3))
         body.add_row(stats, curve)
         parts = [body, progress, Text(f"time split: {split}", style="dim")]

@@ -30,14 +30,25 @@ class EvalResult:
         return float(np.std(self.returns))
 
     def to_dict(self) -> dict:
-        return {"mean_return": self.mean_return, "std_return": self.std_return,
-                "min_return": float(np.min(self.returns)), "max_return": float(np.max(self.returns)),
-                "mean_length": float(np.mean(self.lengths)), "episodes": self.episodes,
-                **asdict(self)}
+        return {
+            "mean_return": self.mean_return,
+            "std_return": self.std_return,
+            "min_return": float(np.min(self.returns)),
+            "max_return": float(np.max(self.returns)),
+            "mean_length": float(np.mean(self.lengths)),
+            "episodes": self.episodes,
+            **asdict(self),
+        }
 
 
-def evaluate(policy: Callable[[np.ndarray], np.ndarray], env_fn: Callable, episodes: int,
-             seed: int, parallel: int = 10, frame_sink: Callable | None = None) -> EvalResult:
+def evaluate(
+    policy: Callable[[np.ndarray], np.ndarray],
+    env_fn: Callable,
+    episodes: int,
+    seed: int,
+    parallel: int = 10,
+    frame_sink: Callable | None = None,
+) -> EvalResult:
     """Run `episodes` episodes; episode j starts from env.reset(seed=seed + j).
 
     Up to `parallel` envs run side by side so the policy acts on a batch, but every episode
@@ -77,8 +88,16 @@ def evaluate(policy: Callable[[np.ndarray], np.ndarray], env_fn: Callable, episo
 class Evaluator(Callback):
     """Greedy evaluation every `interval` env steps; optional early stop once solved."""
 
-    def __init__(self, policy: Callable, env_fn: Callable, episodes: int, interval: int,
-                 seed: int, stop_when_solved: bool = False, patience: int = 1):
+    def __init__(
+        self,
+        policy: Callable,
+        env_fn: Callable,
+        episodes: int,
+        interval: int,
+        seed: int,
+        stop_when_solved: bool = False,
+        patience: int = 1,
+    ):
         self.policy, self.env_fn = policy, env_fn
         self.episodes, self.interval, self.seed = episodes, interval, seed
         self.stop_when_solved, self.patience = stop_when_solved, patience
@@ -99,15 +118,17 @@ class Evaluator(Callback):
         result = evaluate(self.policy, self.env_fn, self.episodes, self.seed + run.env_steps)
         run.timers["eval"] += time.perf_counter() - started
         run.last_eval = result.mean_return
-        run.best_eval = max(run.best_eval if run.best_eval is not None else -np.inf,
-                            result.mean_return)
+        run.best_eval = max(
+            run.best_eval if run.best_eval is not None else -np.inf, result.mean_return
+        )
         solved = run.solved_at is not None and result.mean_return >= run.solved_at
         self.solved_streak = self.solved_streak + 1 if solved else 0
         if solved and run.first_solved_step is None:
             run.first_solved_step = run.env_steps
             run.first_solved_seconds = run.elapsed - run.timers["eval"]
-        run.latest.update({"eval/mean_return": result.mean_return,
-                           "eval/std_return": result.std_return})
+        run.latest.update(
+            {"eval/mean_return": result.mean_return, "eval/std_return": result.std_return}
+        )
         for callback in self.callbacks:
             callback.on_eval(run, result)
 

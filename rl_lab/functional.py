@@ -23,9 +23,7 @@ def td_target(
     return rewards + discount * next_values * (1.0 - terminated.float())
 
 
-def double_q_next_values(
-    online_next_q: torch.Tensor, target_next_q: torch.Tensor
-) -> torch.Tensor:
+def double_q_next_values(online_next_q: torch.Tensor, target_next_q: torch.Tensor) -> torch.Tensor:
     """Double DQN: the online net picks the next action, the target net values it."""
     best = online_next_q.argmax(dim=-1, keepdim=True)
     return target_next_q.gather(-1, best).squeeze(-1)
@@ -186,6 +184,21 @@ def kl_estimate(logprob: torch.Tensor, ref_logprob: torch.Tensor, kind: str = "k
 
 
 # ---------------------------------------------------------------- parameters and schedules
+
+
+@torch.no_grad()
+def clip_grad_norm(parameters: list[torch.Tensor], max_norm: float) -> float:
+    """Scale gradients down to a total L2 norm of max_norm; returns the norm before clipping.
+
+    Same rule as torch.nn.utils.clip_grad_norm_, but gradients are only touched when the
+    norm is actually too large: with small networks the unconditional rescale is a
+    measurable share of an update, and it rarely fires.
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).item()
+    if total > max_norm:
+        torch._foreach_mul_(grads, max_norm / (total + 1e-6))
+    return total
 
 
 @torch.no_grad()

@@ -46,8 +46,9 @@ class RunContext:
     first_solved_step: int | None = None
     first_solved_seconds: float | None = None  # wall time to first solve, evaluation excluded
     latest: dict[str, float] = field(default_factory=dict)  # last value of every metric
-    timers: dict[str, float] = field(default_factory=lambda: {"act": 0.0, "learn": 0.0,
-                                                              "eval": 0.0, "other": 0.0})
+    timers: dict[str, float] = field(
+        default_factory=lambda: {"act": 0.0, "learn": 0.0, "eval": 0.0, "other": 0.0}
+    )
     elapsed_before: float = 0.0  # wall time spent before a resume
     started_at: float = field(default_factory=time.perf_counter)
     stop_reason: str | None = None
@@ -59,15 +60,28 @@ class RunContext:
 
     def counters(self) -> dict:
         """The counters a checkpoint keeps so that a resumed run carries on from them."""
-        return {"env_steps": self.env_steps, "updates": self.updates, "episodes": self.episodes,
-                "best_eval": self.best_eval, "last_eval": self.last_eval,
-                "first_solved_step": self.first_solved_step,
-                "first_solved_seconds": self.first_solved_seconds, "timers": dict(self.timers),
-                "elapsed": self.elapsed}
+        return {
+            "env_steps": self.env_steps,
+            "updates": self.updates,
+            "episodes": self.episodes,
+            "best_eval": self.best_eval,
+            "last_eval": self.last_eval,
+            "first_solved_step": self.first_solved_step,
+            "first_solved_seconds": self.first_solved_seconds,
+            "timers": dict(self.timers),
+            "elapsed": self.elapsed,
+        }
 
     def restore_counters(self, counters: Mapping) -> None:
-        for name in ("env_steps", "updates", "episodes", "best_eval", "last_eval",
-                     "first_solved_step", "first_solved_seconds"):
+        for name in (
+            "env_steps",
+            "updates",
+            "episodes",
+            "best_eval",
+            "last_eval",
+            "first_solved_step",
+            "first_solved_seconds",
+        ):
             setattr(self, name, counters[name])
         self.timers = dict(counters["timers"])
         self.elapsed_before = float(counters["elapsed"])
@@ -111,7 +125,11 @@ def train(agent, env, run: RunContext, callbacks: list[Callback], log_every: int
     episode_return = np.zeros(run.num_envs)
     episode_length = np.zeros(run.num_envs, dtype=np.int64)
     next_log = (run.env_steps // log_every + 1) * log_every
-    window_start, steps_at_window, updates_at_window = time.perf_counter(), run.env_steps, run.updates
+    window_start, steps_at_window, updates_at_window = (
+        time.perf_counter(),
+        run.env_steps,
+        run.updates,
+    )
     for callback in callbacks:
         callback.on_train_start(run)
     try:
@@ -120,8 +138,16 @@ def train(agent, env, run: RunContext, callbacks: list[Callback], log_every: int
             actions = agent.act(obs, explore=True)
             next_obs, rewards, terminated, truncated, infos = env.step(actions)
             done = np.logical_or(terminated, truncated)
-            agent.observe(Transition(obs, actions, rewards, real_next_obs(next_obs, infos, done),
-                                     terminated, truncated))
+            agent.observe(
+                Transition(
+                    obs,
+                    actions,
+                    rewards,
+                    real_next_obs(next_obs, infos, done),
+                    terminated,
+                    truncated,
+                )
+            )
             obs = next_obs
             run.env_steps += run.num_envs
             episode_return += rewards

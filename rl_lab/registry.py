@@ -27,12 +27,21 @@ class AlgoSpec:
 ALGOS: dict[str, AlgoSpec] = {
     spec.name: spec
     for spec in [
-        AlgoSpec("dqn", {"gym": "rl_lab.algos.dqn"},
-                 "Deep Q-Network: double, dueling, n-step, prioritized replay"),
-        AlgoSpec("ppo", {"gym": "rl_lab.algos.ppo", "text": "rl_lab.lm.ppo"},
-                 "Proximal Policy Optimization: Gym control, and LM tuning against a reward"),
-        AlgoSpec("reward", {"text": "rl_lab.lm.reward_model"},
-                 "train the reward model (a sentiment classifier) for a text task"),
+        AlgoSpec(
+            "dqn",
+            {"gym": "rl_lab.algos.dqn"},
+            "Deep Q-Network: double, dueling, n-step, prioritized replay",
+        ),
+        AlgoSpec(
+            "ppo",
+            {"gym": "rl_lab.algos.ppo", "text": "rl_lab.lm.ppo"},
+            "Proximal Policy Optimization: Gym control, and LM tuning against a reward",
+        ),
+        AlgoSpec(
+            "reward",
+            {"text": "rl_lab.lm.reward_cli"},
+            "train the reward model (a sentiment classifier) for a text task",
+        ),
     ]
 }
 
@@ -42,14 +51,34 @@ TASKS: dict[str, Task] = {
         Task("cartpole", "CartPole-v1", {}, 475.0, "gym", "balance a pole (discrete)"),
         Task("acrobot", "Acrobot-v1", {}, -100.0, "gym", "swing a double pendulum up (discrete)"),
         Task("mountaincar", "MountainCar-v0", {}, -110.0, "gym", "drive up a hill (discrete)"),
-        Task("lunarlander", "LunarLander-v3", {}, 200.0, "gym", "land on the pad (discrete, Box2D)"),
+        Task(
+            "lunarlander", "LunarLander-v3", {}, 200.0, "gym", "land on the pad (discrete, Box2D)"
+        ),
         Task("pendulum", "Pendulum-v1", {}, -200.0, "gym", "swing up a pendulum (continuous)"),
-        Task("mountaincar-continuous", "MountainCarContinuous-v0", {}, 90.0, "gym",
-             "drive up a hill (continuous)"),
-        Task("lunarlander-continuous", "LunarLander-v3", {"continuous": True}, 200.0, "gym",
-             "land on the pad (continuous, Box2D)"),
-        Task("sentiment", "imdb-sentiment", {}, None, "text",
-             "continue movie-review openings; a sentiment classifier rewards positive text"),
+        Task(
+            "mountaincar-continuous",
+            "MountainCarContinuous-v0",
+            {},
+            90.0,
+            "gym",
+            "drive up a hill (continuous)",
+        ),
+        Task(
+            "lunarlander-continuous",
+            "LunarLander-v3",
+            {"continuous": True},
+            200.0,
+            "gym",
+            "land on the pad (continuous, Box2D)",
+        ),
+        Task(
+            "sentiment",
+            "imdb-sentiment",
+            {},
+            None,
+            "text",
+            "continue movie-review openings; a sentiment classifier rewards positive text",
+        ),
     ]
 }
 
@@ -62,8 +91,9 @@ def closest(name: str, options) -> str:
 
 def get_algo(name: str) -> AlgoSpec:
     if name not in ALGOS:
-        raise UserError(f"unknown algorithm {name!r}{closest(name, ALGOS)}; "
-                        f"choose one of {', '.join(ALGOS)}")
+        raise UserError(
+            f"unknown algorithm {name!r}{closest(name, ALGOS)}; choose one of {', '.join(ALGOS)}"
+        )
     return ALGOS[name]
 
 
@@ -73,5 +103,7 @@ def get_task(name: str) -> Task:
         return TASKS[name]
     if "-v" in name:
         return gym_task(name)
-    raise UserError(f"unknown task {name!r}{closest(name, TASKS)}; choose one of "
-                    f"{', '.join(TASKS)} or pass a Gymnasium id such as CartPole-v1")
+    raise UserError(
+        f"unknown task {name!r}{closest(name, TASKS)}; choose one of "
+        f"{', '.join(TASKS)} or pass a Gymnasium id such as CartPole-v1"
+    )

@@ -16,8 +16,9 @@ def write_curve(path: Path, rows: list[dict], title: str, solved_at: float | Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    episodes = [(r["step"], r["charts/episodic_return"]) for r in rows
-                if "charts/episodic_return" in r]
+    episodes = [
+        (r["step"], r["charts/episodic_return"]) for r in rows if "charts/episodic_return" in r
+    ]
     evals = [(r["step"], r["eval/mean_return"]) for r in rows if "eval/mean_return" in r]
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     if episodes:

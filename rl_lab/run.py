@@ -45,19 +45,36 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, title: s
     group = parser.add_argument_group(title)
     for spec in dataclasses.fields(config_cls):
         flag = "--" + spec.name.replace("_", "-")
-        default = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
+        if flag in parser._option_string_actions:  # shared with the run settings (e.g. --seed)
+            continue
+        default = (
+            spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
+        )
         help_text = f"{spec.metadata.get('help', '')} (default: {default})"
         if spec.type in ("bool", bool):
-            group.add_argument(flag, dest=spec.name, action=argparse.BooleanOptionalAction,
-                               default=None, help=help_text)
+            group.add_argument(
+                flag,
+                dest=spec.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text,
+            )
         elif spec.type in ("tuple", tuple):
-            group.add_argument(flag, dest=spec.name, type=parse_tuple, default=None,
-                               metavar="N,N", help=help_text)
+            group.add_argument(
+                flag, dest=spec.name, type=parse_tuple, default=None, metavar="N,N", help=help_text
+            )
         else:
             kind = {"int": int, "float": float, "str": str}.get(spec.type, spec.type)
             choices = spec.metadata.get("choices")
-            group.add_argument(flag, dest=spec.name, type=kind, default=None, choices=choices,
-                               metavar=spec.name.upper() if not choices else None, help=help_text)
+            group.add_argument(
+                flag,
+                dest=spec.name,
+                type=kind,
+                default=None,
+                choices=choices,
+                metavar=spec.name.upper() if not choices else None,
+                help=help_text,
+            )
 
 
 def given(namespace: argparse.Namespace, config_cls: type) -> dict[str, Any]:
@@ -68,9 +85,11 @@ def given(namespace: argparse.Namespace, config_cls: type) -> dict[str, Any]:
 def usage() -> str:
     from rl_lab.registry import ALGOS, TASKS
 
-    return (__doc__ + f"\nAlgorithms: {', '.join(ALGOS)}\nTasks: {', '.join(TASKS)}, "
-            "or any Gymnasium id\n`python -m rl_lab.run ALGO TASK --help` lists that "
-            "algorithm's flags.")
+    return (
+        __doc__ + f"\nAlgorithms: {', '.join(ALGOS)}\nTasks: {', '.join(TASKS)}, "
+        "or any Gymnasium id\n`python -m rl_lab.run ALGO TASK --help` lists that "
+        "algorithm's flags."
+    )
 
 
 def cmd_list() -> int:
@@ -107,8 +126,9 @@ def cmd_list() -> int:
 
 
 def cmd_eval(argv: list[str]) -> int:
-    parser = OneLineParser(prog="python -m rl_lab.run eval",
-                           description="Re-evaluate a saved run's latest checkpoint.")
+    parser = OneLineParser(
+        prog="python -m rl_lab.run eval", description="Re-evaluate a saved run's latest checkpoint."
+    )
     parser.add_argument("run_dir", help="a run directory written by `python -m rl_lab.run`")
     parser.add_argument("--episodes", type=int, default=None, help="episodes (default: the run's)")
     parser.add_argument("--seed", type=int, default=None, help="evaluation seed")
@@ -126,13 +146,17 @@ def cmd_train(argv: list[str]) -> int:
     from rl_lab.registry import get_algo, get_task
 
     resume_only = argv[:1] == ["--resume"]
-    algo_name, task_name = (None, None) if resume_only else (argv[0], argv[1] if len(argv) > 1 else None)
+    algo_name, task_name = (
+        (None, None) if resume_only else (argv[0], argv[1] if len(argv) > 1 else None)
+    )
     if not resume_only and (task_name is None or task_name.startswith("-")):
         if "-h" in argv or "--help" in argv:
             print(usage())
             return 0
-        raise UserError(f"missing TASK: use `python -m rl_lab.run {algo_name} TASK` "
-                        "(`python -m rl_lab.run list` shows tasks)")
+        raise UserError(
+            f"missing TASK: use `python -m rl_lab.run {algo_name} TASK` "
+            "(`python -m rl_lab.run list` shows tasks)"
+        )
     rest = argv if resume_only else argv[2:]
 
     if resume_only:
@@ -143,19 +167,31 @@ def cmd_train(argv: list[str]) -> int:
     spec = get_algo(algo_name)
     task = get_task(task_name)
     if task.kind not in spec.task_kinds:
-        raise UserError(f"{algo_name} does not run {task.kind} tasks such as {task_name!r}; "
-                        f"it runs {', '.join(spec.task_kinds)} tasks")
+        raise UserError(
+            f"{algo_name} does not run {task.kind} tasks such as {task_name!r}; "
+            f"it runs {', '.join(spec.task_kinds)} tasks"
+        )
     module = importlib.import_module(spec.modules[task.kind])
     algo_config_cls = module.Config
 
-    parser = OneLineParser(prog=f"python -m rl_lab.run {algo_name} {task_name}",
-                           description=(module.__doc__ or "").strip().splitlines()[0])
-    parser.add_argument("--run-dir", default=None, help="where to write the run (default: "
-                        "runs/ALGO-TASK-sSEED-TIME)")
-    parser.add_argument("--resume", metavar="RUN_DIR", default=None,
-                        help="continue a run from its last checkpoint, with its saved config")
-    parser.add_argument("--no-dashboard", action="store_true",
-                        help="plain log lines instead of the live dashboard")
+    parser = OneLineParser(
+        prog=f"python -m rl_lab.run {algo_name} {task_name}",
+        description=(module.__doc__ or "").strip().splitlines()[0],
+    )
+    parser.add_argument(
+        "--run-dir",
+        default=None,
+        help="where to write the run (default: runs/ALGO-TASK-sSEED-TIME)",
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        default=None,
+        help="continue a run from its last checkpoint, with its saved config",
+    )
+    parser.add_argument(
+        "--no-dashboard", action="store_true", help="plain log lines instead of the live dashboard"
+    )
     add_config_flags(parser, RunConfig, "run settings")
     add_config_flags(parser, algo_config_cls, f"{algo_name} settings")
     args = parser.parse_args(rest)
@@ -168,8 +204,9 @@ def cmd_train(argv: list[str]) -> int:
     if args.resume:
         experiment = Experiment.resume(args.resume, spec, task, module, run_flags, algo_flags)
     else:
-        experiment = Experiment.create(spec, task, module, algo_config_cls, run_flags, algo_flags,
-                                       args.run_dir)
+        experiment = Experiment.create(
+            spec, task, module, algo_config_cls, run_flags, algo_flags, args.run_dir
+        )
     return experiment.train(dashboard=not args.no_dashboard)
 
 

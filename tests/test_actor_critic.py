@@ -46,8 +46,9 @@ def test_numpy_acting_agrees_with_the_torch_update_path(kind, activation):
     torch_log_prob, entropy, torch_value = net.evaluate_actions(obs, torch.from_numpy(actions))
     torch.testing.assert_close(torch.from_numpy(log_prob), torch_log_prob, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(torch.from_numpy(value), torch_value, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(torch.from_numpy(net.value_numpy(obs.numpy())), net.value(obs),
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        torch.from_numpy(net.value_numpy(obs.numpy())), net.value(obs), atol=1e-5, rtol=1e-5
+    )
     assert log_prob.shape == value.shape == entropy.shape == (64,)
 
 

@@ -17,24 +17,30 @@ def assert_user_error(result, *words):
         assert word in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("args, words", [
-    (["dqm", "cartpole"], ["unknown algorithm 'dqm'", "did you mean 'dqn'"]),
-    (["dqn", "cartpol"], ["unknown task 'cartpol'", "did you mean 'cartpole'"]),
-    (["dqn", "NoSuchEnv-v9"], ["unknown Gymnasium id"]),
-    (["dqn"], ["missing TASK"]),
-    (["dqn", "cartpole", "--lr", "-1"], ["--lr must be at least 0"]),
-    (["dqn", "cartpole", "--total-steps", "-5"], ["--total-steps must be at least 1"]),
-    (["dqn", "cartpole", "--batch-size", "lots"], ["--batch-size", "invalid int value"]),
-    (["dqn", "cartpole", "--gamma", "1.5"], ["--gamma must be at most 1"]),
-    (["dqn", "cartpole", "--hidden", "64,x"], ["--hidden"]),
-    (["dqn", "cartpole", "--bogus-flag", "1"], ["unrecognized arguments"]),
-    (["dqn", "pendulum"], ["discrete action space", "use ppo"]),
-    (["eval", "does/not/exist"], ["not a run directory"]),
-    (["--resume", "does/not/exist"], ["not a run directory"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["dqm", "cartpole"], ["unknown algorithm 'dqm'", "did you mean 'dqn'"]),
+        (["dqn", "cartpol"], ["unknown task 'cartpol'", "did you mean 'cartpole'"]),
+        (["dqn", "NoSuchEnv-v9"], ["unknown Gymnasium id"]),
+        (["dqn"], ["missing TASK"]),
+        (["dqn", "cartpole", "--lr", "-1"], ["--lr must be at least 0"]),
+        (["dqn", "cartpole", "--total-steps", "-5"], ["--total-steps must be at least 1"]),
+        (["dqn", "cartpole", "--batch-size", "lots"], ["--batch-size", "invalid int value"]),
+        (["dqn", "cartpole", "--gamma", "1.5"], ["--gamma must be at most 1"]),
+        (["dqn", "cartpole", "--hidden", "64,x"], ["--hidden"]),
+        (["dqn", "cartpole", "--bogus-flag", "1"], ["unrecognized arguments"]),
+        (["dqn", "pendulum"], ["discrete action space", "use ppo"]),
+        (["eval", "does/not/exist"], ["not a run directory"]),
+        (["--resume", "does/not/exist"], ["not a run directory"]),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(args, words, tmp_path):
-    result = cli(*args, "--run-dir", tmp_path / "run") if args[0] not in ("eval", "--resume") \
+    result = (
+        cli(*args, "--run-dir", tmp_path / "run")
+        if args[0] not in ("eval", "--resume")
         else cli(*args)
+    )
     assert_user_error(result, *words)
     assert files_under(tmp_path) == []  # nothing half-written
     assert not (tmp_path / "run").exists()
@@ -71,8 +77,19 @@ def test_existing_run_is_not_overwritten(tmp_path):
 
 def make_run(tmp_path):
     run_dir = tmp_path / "run"
-    result = cli("dqn", "cartpole", "--total-steps", "300", "--checkpoint-interval", "100",
-                 "--eval-episodes", "1", "--no-dashboard", "--run-dir", run_dir)
+    result = cli(
+        "dqn",
+        "cartpole",
+        "--total-steps",
+        "300",
+        "--checkpoint-interval",
+        "100",
+        "--eval-episodes",
+        "1",
+        "--no-dashboard",
+        "--run-dir",
+        run_dir,
+    )
     assert result.returncode == 0, result.stderr
     return run_dir
 
@@ -102,8 +119,9 @@ def test_resume_without_checkpoints(tmp_path):
 
 def test_resume_rejects_changed_hyperparameters(tmp_path):
     run_dir = make_run(tmp_path)
-    assert_user_error(cli("dqn", "cartpole", "--resume", run_dir, "--lr", "0.1"),
-                      "saved config", "--lr")
+    assert_user_error(
+        cli("dqn", "cartpole", "--resume", run_dir, "--lr", "0.1"), "saved config", "--lr"
+    )
     assert json.loads((run_dir / "config.json").read_text())["algo_config"]["lr"] != 0.1
 
 

@@ -7,9 +7,14 @@ from rl_lab.buffers import PrioritizedReplayBuffer, ReplayBuffer, SumTree, Trans
 
 
 def step(obs, action, reward, next_obs, terminated=False, truncated=False):
-    return Transition(np.array([[obs]], np.float32), np.array([action]), np.array([reward]),
-                      np.array([[next_obs]], np.float32), np.array([terminated]),
-                      np.array([truncated]))
+    return Transition(
+        np.array([[obs]], np.float32),
+        np.array([action]),
+        np.array([reward]),
+        np.array([[next_obs]], np.float32),
+        np.array([terminated]),
+        np.array([truncated]),
+    )
 
 
 def test_ring_wraps_around_and_overwrites_oldest():
@@ -35,8 +40,16 @@ def test_same_seed_same_samples():
 
 def stored(buffer):
     """(obs, reward, next_obs, terminated, discount) rows in insertion order."""
-    return [(buffer.obs[i, 0], buffer.reward[i], buffer.next_obs[i, 0], buffer.terminated[i],
-             buffer.discount[i]) for i in range(len(buffer))]
+    return [
+        (
+            buffer.obs[i, 0],
+            buffer.reward[i],
+            buffer.next_obs[i, 0],
+            buffer.terminated[i],
+            buffer.discount[i],
+        )
+        for i in range(len(buffer))
+    ]
 
 
 def test_nstep_mid_episode_and_at_termination():
@@ -71,9 +84,16 @@ def test_nstep_truncation_bootstraps_from_final_obs():
 def test_nstep_windows_are_per_env():
     buffer = ReplayBuffer(100, (1,), 2, seed=0, n_step=2, gamma=1.0)
     for t in range(2):
-        buffer.add(Transition(np.array([[t], [10 + t]], np.float32), np.array([0, 0]),
-                              np.array([1.0, 2.0]), np.array([[t + 1], [11 + t]], np.float32),
-                              np.array([False, False]), np.array([False, False])))
+        buffer.add(
+            Transition(
+                np.array([[t], [10 + t]], np.float32),
+                np.array([0, 0]),
+                np.array([1.0, 2.0]),
+                np.array([[t + 1], [11 + t]], np.float32),
+                np.array([False, False]),
+                np.array([False, False]),
+            )
+        )
     rows = sorted(stored(buffer))
     assert rows[0] == pytest.approx((0, 2.0, 2, 0.0, 1.0))
     assert rows[1] == pytest.approx((10, 4.0, 12, 0.0, 1.0))

@@ -10,12 +10,24 @@ from tests.cli_helpers import cli
 FAST = ["--no-dashboard", "--eval-episodes", "2", "--eval-interval", "0"]
 
 
-@pytest.mark.parametrize("task", ["cartpole", "acrobot", "mountaincar", "lunarlander",
-                                  "CartPole-v1"])
+@pytest.mark.parametrize(
+    "task", ["cartpole", "acrobot", "mountaincar", "lunarlander", "CartPole-v1"]
+)
 def test_dqn_smoke_every_task(task, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    status = main(["dqn", task, "--total-steps", "300", "--learning-starts", "100",
-                   "--run-dir", str(run_dir), *FAST])
+    status = main(
+        [
+            "dqn",
+            task,
+            "--total-steps",
+            "300",
+            "--learning-starts",
+            "100",
+            "--run-dir",
+            str(run_dir),
+            *FAST,
+        ]
+    )
     assert status == 0, capsys.readouterr().err
     report = json.loads((run_dir / "eval.json").read_text())
     for key in ("mean_return", "std_return", "episodes", "returns"):
@@ -25,9 +37,22 @@ def test_dqn_smoke_every_task(task, tmp_path, capsys):
 
 def test_run_directory_holds_everything(tmp_path):
     run_dir = tmp_path / "run"
-    result = cli("dqn", "cartpole", "--total-steps", "1500", "--learning-starts", "200",
-                 "--checkpoint-interval", "500", "--eval-interval", "1000", "--eval-episodes",
-                 "3", "--run-dir", run_dir)
+    result = cli(
+        "dqn",
+        "cartpole",
+        "--total-steps",
+        "1500",
+        "--learning-starts",
+        "200",
+        "--checkpoint-interval",
+        "500",
+        "--eval-interval",
+        "1000",
+        "--eval-episodes",
+        "3",
+        "--run-dir",
+        run_dir,
+    )
     assert result.returncode == 0, result.stderr
     assert "final evaluation" in result.stdout
     config = json.loads((run_dir / "config.json").read_text())
@@ -51,8 +76,24 @@ def test_tensorboard_file_is_readable(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run_dir = tmp_path / "run"
-    assert main(["dqn", "cartpole", "--total-steps", "600", "--learning-starts", "100",
-                 "--log-interval", "200", "--run-dir", str(run_dir), *FAST]) == 0
+    assert (
+        main(
+            [
+                "dqn",
+                "cartpole",
+                "--total-steps",
+                "600",
+                "--learning-starts",
+                "100",
+                "--log-interval",
+                "200",
+                "--run-dir",
+                str(run_dir),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     events = EventAccumulator(str(run_dir / "tensorboard"))
     events.Reload()
     tags = events.Tags()["scalars"]
@@ -62,8 +103,7 @@ def test_tensorboard_file_is_readable(tmp_path):
 
 def test_eval_video_writes_mp4(tmp_path):
     run_dir = tmp_path / "run"
-    assert main(["dqn", "cartpole", "--total-steps", "200", "--run-dir", str(run_dir),
-                 *FAST]) == 0
+    assert main(["dqn", "cartpole", "--total-steps", "200", "--run-dir", str(run_dir), *FAST]) == 0
     assert main(["eval", str(run_dir), "--episodes", "1", "--video"]) == 0
     video = run_dir / "videos" / "eval.mp4"
     assert video.stat().st_size > 1000
@@ -82,16 +122,47 @@ def test_help_lists_every_config_flag(capsys):
         main(["dqn", "cartpole", "--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for flag in ("--lr", "--batch-size", "--double", "--n-step", "--prioritized", "--seed",
-                 "--total-steps", "--num-envs", "--eval-episodes", "--resume", "--run-dir",
-                 "--no-dashboard"):
+    for flag in (
+        "--lr",
+        "--batch-size",
+        "--double",
+        "--n-step",
+        "--prioritized",
+        "--seed",
+        "--total-steps",
+        "--num-envs",
+        "--eval-episodes",
+        "--resume",
+        "--run-dir",
+        "--no-dashboard",
+    ):
         assert flag in out
 
 
 def test_several_envs_and_flags_reach_the_config(tmp_path):
     run_dir = tmp_path / "run"
-    assert main(["dqn", "cartpole", "--num-envs", "4", "--total-steps", "400", "--no-double",
-                 "--dueling", "--n-step", "3", "--prioritized", "--hidden", "32,32",
-                 "--run-dir", str(run_dir), *FAST]) == 0
+    assert (
+        main(
+            [
+                "dqn",
+                "cartpole",
+                "--num-envs",
+                "4",
+                "--total-steps",
+                "400",
+                "--no-double",
+                "--dueling",
+                "--n-step",
+                "3",
+                "--prioritized",
+                "--hidden",
+                "32,32",
+                "--run-dir",
+                str(run_dir),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     algo = json.loads((run_dir / "config.json").read_text())["algo_config"]
     assert algo["double"] is False and algo["dueling"] is True and algo["hidden"] == [32, 32]

@@ -11,8 +11,15 @@ from rl_lab.loop import RunContext
 def fake_run():
     run = RunContext(agent=None, total_steps=10_000, num_envs=1, seed=0, title="dqn · cartpole")
     run.env_steps, run.episodes, run.best_eval, run.last_eval = 5_000, 40, 312.5, 300.0
-    run.latest.update({"charts/epsilon": 0.25, "losses/td_loss": 0.5, "losses/q_values": 12.0,
-                       "time/sps": 9000.0, "time/ups": 2000.0})
+    run.latest.update(
+        {
+            "charts/epsilon": 0.25,
+            "losses/td_loss": 0.5,
+            "losses/q_values": 12.0,
+            "time/sps": 9000.0,
+            "time/ups": 2000.0,
+        }
+    )
     run.timers.update(act=1.0, learn=3.0, eval=1.0)
     return run
 
@@ -28,9 +35,21 @@ def test_live_render_shows_the_signals():
     board.on_step(run)
     board.on_train_end(run)
     text = out.getvalue()
-    for word in ("mean return (100)", "best eval", "312.50", "epsilon", "td loss", "q values",
-                 "env steps/s", "updates/s", "ETA", "elapsed", "time split", "learn 60.0%",
-                 "5,000/10,000"):
+    for word in (
+        "mean return (100)",
+        "best eval",
+        "312.50",
+        "epsilon",
+        "td loss",
+        "q values",
+        "env steps/s",
+        "updates/s",
+        "ETA",
+        "elapsed",
+        "time split",
+        "learn 60.0%",
+        "5,000/10,000",
+    ):
         assert word in text, word
     assert "█" in text  # the return curve
 

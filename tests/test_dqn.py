@@ -22,8 +22,9 @@ def make(config: DQNConfig, total_steps: int, seed: int = 0, num_envs: int = 1):
 
 
 def test_update_and_target_sync_counters_follow_config():
-    config = DQNConfig(learning_starts=100, train_freq=4, gradient_steps=2,
-                       target_update_interval=10, batch_size=8)
+    config = DQNConfig(
+        learning_starts=100, train_freq=4, gradient_steps=2, target_update_interval=10, batch_size=8
+    )
     agent, run = make(config, 500)
     train(agent, make_vector_env(IDENTITY, 1), run, [])
     updates = (500 - 100) // 4 + 1  # first update once 100 steps are in, then every 4
@@ -48,8 +49,9 @@ def test_several_envs_count_env_steps():
 
 
 def run_once(seed: int):
-    config = DQNConfig(learning_starts=50, batch_size=16, train_freq=2, n_step=3,
-                       prioritized=True, dueling=True)
+    config = DQNConfig(
+        learning_starts=50, batch_size=16, train_freq=2, n_step=3, prioritized=True, dueling=True
+    )
     agent, run = make(config, 600, seed)
     returns = []
 
@@ -78,13 +80,21 @@ def test_same_seed_same_run():
 
 @pytest.mark.parametrize("variant", [{}, {"dueling": True, "n_step": 3, "prioritized": True}])
 def test_must_learn_identity_env(variant):
-    config = DQNConfig(learning_starts=200, train_freq=1, batch_size=32, lr=3e-3,
-                       target_update_interval=50, exploration_fraction=0.3, hidden=(32,),
-                       **variant)
+    config = DQNConfig(
+        learning_starts=200,
+        train_freq=1,
+        batch_size=32,
+        lr=3e-3,
+        target_update_interval=50,
+        exploration_fraction=0.3,
+        hidden=(32,),
+        **variant,
+    )
     agent, run = make(config, 3000, seed=0)
     train(agent, make_vector_env(IDENTITY, 1), run, [])
-    result = evaluate(lambda obs: agent.act(obs, explore=False),
-                      lambda: gym.make(IDENTITY.env_id), 10, seed=123)
+    result = evaluate(
+        lambda obs: agent.act(obs, explore=False), lambda: gym.make(IDENTITY.env_id), 10, seed=123
+    )
     assert result.mean_return == 10.0  # the optimal return: every action right
 
 

@@ -41,8 +41,10 @@ def test_gae_matches_naive_loop(gamma, lam):
     truncated = ~terminated & (rng.random(shape) < 0.15)
     episode_end = terminated | truncated
     expected = naive_gae(rewards, values, next_values, terminated, episode_end, gamma, lam)
-    tensors = [torch.tensor(x, dtype=torch.float64) for x in
-               (rewards, values, next_values, terminated, episode_end)]
+    tensors = [
+        torch.tensor(x, dtype=torch.float64)
+        for x in (rewards, values, next_values, terminated, episode_end)
+    ]
     advantages, returns = fn.gae(*tensors, gamma=gamma, lam=lam)
     # fn.gae turns the masks into float32, so gamma*lam is rounded to float32 (rtol ~1e-7).
     np.testing.assert_allclose(advantages.numpy(), expected, rtol=1e-6, atol=1e-9)
@@ -52,8 +54,15 @@ def test_gae_matches_naive_loop(gamma, lam):
 def hand_gae(terminated, episode_end):
     """gamma 0.9, lam 0.5, rewards 1,2,3, values .5,1,1.5, next values 1,1.5,2 (one env)."""
     column = lambda xs: torch.tensor(xs, dtype=torch.float64).unsqueeze(1)
-    return fn.gae(column([1.0, 2.0, 3.0]), column([0.5, 1.0, 1.5]), column([1.0, 1.5, 2.0]),
-                  column(terminated), column(episode_end), 0.9, 0.5)
+    return fn.gae(
+        column([1.0, 2.0, 3.0]),
+        column([0.5, 1.0, 1.5]),
+        column([1.0, 1.5, 2.0]),
+        column(terminated),
+        column(episode_end),
+        0.9,
+        0.5,
+    )
 
 
 def test_gae_hand_table_termination():
@@ -79,12 +88,22 @@ def test_rollout_buffer_next_values():
     """Next step's value where the episode goes on, V(final obs) at ends, last values at T-1."""
     buffer = RolloutBuffer(3, 2, (1,), (), np.int64)
     values = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
-    ends = [([False, True], [False, False], [0.0, 0.0]),  # env 1 terminates at step 0
-            ([False, False], [True, False], [7.0, 0.0]),  # env 0 truncated at step 1, V(final)=7
-            ([False, False], [False, False], [0.0, 0.0])]
+    ends = [
+        ([False, True], [False, False], [0.0, 0.0]),  # env 1 terminates at step 0
+        ([False, False], [True, False], [7.0, 0.0]),  # env 0 truncated at step 1, V(final)=7
+        ([False, False], [False, False], [0.0, 0.0]),
+    ]
     for t, (terminated, truncated, end_values) in enumerate(ends):
-        buffer.add(np.zeros((2, 1)), np.zeros(2), torch.zeros(2), values[t], np.ones(2),
-                   np.array(terminated), np.array(truncated), torch.tensor(end_values))
+        buffer.add(
+            np.zeros((2, 1)),
+            np.zeros(2),
+            torch.zeros(2),
+            values[t],
+            np.ones(2),
+            np.array(terminated),
+            np.array(truncated),
+            torch.tensor(end_values),
+        )
     buffer.compute_advantages(torch.tensor([8.0, 9.0]), gamma=1.0, lam=1.0)
     expected = torch.tensor([[3.0, 0.0], [7.0, 6.0], [8.0, 9.0]])
     torch.testing.assert_close(buffer.next_values, expected)
@@ -101,12 +120,17 @@ def test_constant_value_policy_on_constant_reward_env(terminal):
     episodes bootstrap from the value of their final observation, and terminated ones don't.
     """
     length, num_envs, n_steps, gamma, c = 5, 2, 12, 0.9, 3.0
-    env = SyncVectorEnv([lambda: gym.make("rl_lab/ConstantReward-v0", episode_length=length,
-                                          terminal=terminal) for _ in range(num_envs)],
-                        autoreset_mode=AutoresetMode.SAME_STEP)
+    env = SyncVectorEnv(
+        [
+            lambda: gym.make("rl_lab/ConstantReward-v0", episode_length=length, terminal=terminal)
+            for _ in range(num_envs)
+        ],
+        autoreset_mode=AutoresetMode.SAME_STEP,
+    )
     config = PPOConfig(n_steps=n_steps, batch_size=8, gamma=gamma, gae_lambda=1.0)
-    agent = make_agent(config, env.single_observation_space, env.single_action_space, num_envs,
-                       10_000, seed=0)
+    agent = make_agent(
+        config, env.single_observation_space, env.single_action_space, num_envs, 10_000, seed=0
+    )
     with torch.no_grad():  # a constant critic: V(s) = c
         agent.net.value_head.weight.zero_()
         agent.net.value_head.bias.fill_(c)
@@ -115,8 +139,11 @@ def test_constant_value_policy_on_constant_reward_env(terminal):
         actions = agent.act(obs)
         next_obs, rewards, terminated, truncated, infos = env.step(actions)
         done = np.logical_or(terminated, truncated)
-        agent.observe(Transition(obs, actions, rewards, real_next_obs(next_obs, infos, done),
-                                 terminated, truncated))
+        agent.observe(
+            Transition(
+                obs, actions, rewards, real_next_obs(next_obs, infos, done), terminated, truncated
+            )
+        )
         obs = next_obs
     agent.buffer.compute_advantages(torch.full((num_envs,), c), gamma, 1.0)
 

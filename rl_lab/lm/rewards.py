@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from rl_lab.errors import UserError
-from rl_lab.lm.assets import reward_model_dir
+from rl_lab.lm.assets import first_line, reward_model_dir
 
 POSITIVE_NAMES = ("POSITIVE", "POS")
 TRAIN_COMMAND = "python -m rl_lab.run reward sentiment"
@@ -24,24 +24,38 @@ class Reward(Protocol):
 
 
 def positive_label_index(config, name: str = "the classifier") -> int:
-    """The output column of the POSITIVE label, found by name in id2label / label2id."""
-    labels = {int(index): str(label) for index, label in (config.id2label or {}).items()}
-    labels.update({int(index): str(label) for label, index in (config.label2id or {}).items()})
-    found = sorted({index for index, label in labels.items()
-                    if label.strip().upper() in POSITIVE_NAMES})
+    """The output column of the POSITIVE label, found by name in id2label (else label2id)."""
+    # id2label is what transformers itself reports for each output column; label2id only
+    # helps when a hand-written config filled in just that one.
+    found = []
+    for labels in (
+        {int(i): str(label) for i, label in (config.id2label or {}).items()},
+        {int(i): str(label) for label, i in (config.label2id or {}).items()},
+    ):
+        found = sorted(i for i, label in labels.items() if label.strip().upper() in POSITIVE_NAMES)
+        if found:
+            break
     if len(found) != 1:
+        labels = {int(i): str(label) for i, label in (config.id2label or {}).items()}
         names = ", ".join(labels[i] for i in sorted(labels)) or "none"
         problem = "no POSITIVE label" if not found else "several POSITIVE labels"
-        raise UserError(f"{name} has {problem} (labels: {names}); pass a sentiment classifier "
-                        "with one label named POSITIVE or POS")
+        raise UserError(
+            f"{name} has {problem} (labels: {names}); pass a sentiment classifier "
+            "with one label named POSITIVE or POS"
+        )
     return found[0]
 
 
 class ClassifierReward:
     """Reward = the raw POSITIVE logit of a sequence classifier (as in the classic experiment)."""
 
-    def __init__(self, model_name_or_path: str, device: str = "cpu", batch_size: int = 32,
-                 max_length: int = 512):
+    def __init__(
+        self,
+        model_name_or_path: str,
+        device: str = "cpu",
+        batch_size: int = 32,
+        max_length: int = 512,
+    ):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         self.name = str(model_name_or_path)
@@ -49,9 +63,10 @@ class ClassifierReward:
             self.tokenizer = AutoTokenizer.from_pretrained(self.name)
             self.model = AutoModelForSequenceClassification.from_pretrained(self.name)
         except (OSError, ValueError) as error:
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise UserError(f"cannot load reward model {self.name!r} ({first}); pass a local "
-                            "classifier directory, 'vader', or 'default'") from None
+            raise UserError(
+                f"cannot load reward model {self.name!r} ({first_line(error)}); pass a local "
+                "classifier directory, 'vader', or 'default'"
+            ) from None
         self.positive = positive_label_index(self.model.config, f"reward model {self.name!r}")
         self.model.to(device).eval()
         self.device = device
@@ -65,9 +80,13 @@ class ClassifierReward:
         rows = []
         with torch.inference_mode():
             for start in range(0, len(texts), self.batch_size):
-                batch = self.tokenizer(list(texts[start:start + self.batch_size]), padding=True,
-                                       truncation=True, max_length=self.max_length,
-                                       return_tensors="pt").to(self.device)
+                batch = self.tokenizer(
+                    list(texts[start : start + self.batch_size]),
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                ).to(self.device)
                 rows.append(self.model(**batch).logits.float().cpu().numpy())
         if not rows:
             return np.zeros((0, self.model.config.num_labels), dtype=np.float32)
@@ -87,13 +106,15 @@ class VaderReward:
         try:
             from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
         except ImportError:
-            raise UserError("vaderSentiment is not installed; run `python -m rl_lab.lm.setup`") \
-                from None
+            raise UserError(
+                "vaderSentiment is not installed; run `python -m rl_lab.lm.setup`"
+            ) from None
         self.analyzer = SentimentIntensityAnalyzer()
 
     def __call__(self, texts: list[str]) -> np.ndarray:
-        return np.array([self.analyzer.polarity_scores(t)["compound"] for t in texts],
-                        dtype=np.float32)
+        return np.array(
+            [self.analyzer.polarity_scores(t)["compound"] for t in texts], dtype=np.float32
+        )
 
     def is_positive(self, texts: list[str]) -> np.ndarray:
         return self(texts) >= 0.05
@@ -104,8 +125,7 @@ def build_reward(name: str = "default", device: str = "cpu") -> Reward:
     if name in ("default", "model"):
         folder = reward_model_dir()
         if not (folder / "config.json").is_file():
-            raise UserError(f"no trained reward model in {folder}; train it with "
-                            f"`{TRAIN_COMMAND}`")
+            raise UserError(f"no trained reward model in {folder}; train it with `{TRAIN_COMMAND}`")
         return ClassifierReward(str(folder), device=device)
     if name == "vader":
         return VaderReward()

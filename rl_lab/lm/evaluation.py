@@ -1,0 +1,93 @@
+"""Evaluation of an LM policy on held-out prompts: reward, sentiment, KL, perplexity, diversity.
+
+Completions are sampled the way training samples them (top_k=0, top_p=1) with a generator of
+their own, so an evaluation repeats exactly and never moves the training run's random state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from envs.text import scored_texts
+
+METRICS = ("mean_reward", "positive_fraction", "kl", "perplexity", "distinct_1", "distinct_2")
+
+
+@dataclass
+class LMEvalResult:
+    """Metrics over held-out prompts, plus every (prompt, completion, reward) row."""
+
+    metrics: dict[str, float]
+    prompts: list[str] = field(default_factory=list)
+    completions: list[str] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+
+    # The names the dashboard and the metric logger read off any evaluation result.
+    @property
+    def mean_return(self) -> float:
+        return self.metrics["mean_reward"]
+
+    @property
+    def std_return(self) -> float:
+        return float(np.std(self.rewards)) if self.rewards else 0.0
+
+    @property
+    def episodes(self) -> int:
+        return len(self.rewards)
+
+    def to_dict(self) -> dict:
+        return {
+            **self.metrics,
+            "samples": [
+                {"prompt": p, "completion": c, "reward": r}
+                for p, c, r in zip(self.prompts, self.completions, self.rewards)
+            ],
+        }
+
+
+def distinct_n(texts: list[str], n: int) -> float:
+    """Distinct n-grams of words over all texts / all n-grams (Li et al. 2016); 0 if none."""
+    grams = [
+        tuple(words[i : i + n])
+        for words in (t.split() for t in texts)
+        for i in range(len(words) - n + 1)
+    ]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def evaluate_lm(
+    agent,
+    reward,
+    prompts: list[str],
+    seed: int,
+    batch_size: int = 32,
+    score_prompt: bool = False,
+) -> LMEvalResult:
+    """Sample a completion per prompt and score it against the reward and the reference."""
+    generator = torch.Generator().manual_seed(seed)
+    completions, kls, nll_sum, token_count = [], [], 0.0, 0.0
+    for start in range(0, len(prompts), batch_size):
+        rollout = agent.generate(prompts[start : start + batch_size], generator=generator)
+        ref = agent.reference_logprobs(rollout)
+        mask = rollout["mask"]
+        kls += ((rollout["logprobs"] - ref) * mask).sum(1).tolist()
+        nll_sum += float(-(ref * mask).sum())
+        token_count += float(mask.sum())
+        completions += rollout["completions"]
+    texts = scored_texts(prompts, completions, score_prompt)
+    rewards = np.asarray(reward(texts), dtype=np.float64)
+    metrics = {
+        "mean_reward": float(rewards.mean()),
+        "positive_fraction": float(np.mean(reward.is_positive(texts))),
+        "kl": float(np.mean(kls)),
+        "perplexity": math.exp(nll_sum / max(token_count, 1.0)),
+        "distinct_1": distinct_n(completions, 1),
+        "distinct_2": distinct_n(completions, 2),
+        "completion_tokens": token_count / max(len(prompts), 1),
+        "prompts": len(prompts),
+    }
+    return LMEvalResult(metrics, list(prompts), completions, rewards.tolist())

@@ -1,0 +1,401 @@
+"""One LM tuning run from config to run directory: build, evaluate, train, evaluate, report.
+
+The same shape as rl_lab.runner.Experiment (run.py calls both the same way) and the same loop,
+logger, dashboard and checkpointer; what differs is what a text task needs: models and a reward
+instead of Gym envs, before/after evaluation on held-out prompts, and the tuned model saved with
+`save_pretrained`. Everything a user can get wrong (assets, prompt file, reward labels, context
+length, policy kind) is checked before the run directory is created.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from pathlib import Path
+
+from rl_lab import checkpoint
+from rl_lab.config import RunConfig, from_dict, to_dict
+from rl_lab.errors import UserError
+from rl_lab.loop import Callback, RunContext, train
+from rl_lab.runner import (
+    EVAL_SEED_OFFSET,
+    Checkpointer,
+    build_config,
+    check_writable,
+    default_run_dir,
+    keep_metrics_until,
+    read_run_config,
+)
+
+BEFORE_FILE = "eval_before.json"
+SAMPLE_ROWS = 12  # held-out prompts shown before/after in summary.md
+
+
+class SampleFeed(Callback):
+    """Puts the latest rollout's completions into the dashboard's samples panel."""
+
+    def __init__(self, board, width: int = 110):
+        self.board, self.width, self.seen = board, width, -1
+
+    def on_step(self, run: RunContext) -> None:
+        if run.updates == self.seen:
+            return
+        self.seen = run.updates
+        lines = []
+        for prompt, completion, reward in run.agent.samples:
+            text = " ".join(f"{prompt} ▸{completion}".split())
+            lines.append(f"{reward:+6.2f}  {text[: self.width]}")
+        self.board.samples = lines
+
+
+class LMEvaluator(Callback):
+    """Held-out evaluation every `interval` completions; results go to the logger and board."""
+
+    def __init__(self, evaluate, interval: int, logger, board):
+        self.evaluate, self.interval = evaluate, interval
+        self.logger, self.board = logger, board
+        self.next_eval = interval
+
+    def on_train_start(self, run: RunContext) -> None:
+        if self.interval > 0:
+            self.next_eval = (run.env_steps // self.interval + 1) * self.interval
+
+    def on_step(self, run: RunContext) -> None:
+        if self.interval <= 0 or run.env_steps < self.next_eval:
+            return
+        self.next_eval += self.interval
+        started = time.perf_counter()
+        result = self.evaluate()
+        run.timers["eval"] += time.perf_counter() - started
+        run.last_eval = result.mean_return
+        run.best_eval = max(result.mean_return, run.best_eval or -float("inf"))
+        run.latest.update({f"eval/{key}": value for key, value in result.metrics.items()})
+        for key, value in result.metrics.items():
+            self.logger.record(f"eval/{key}", value)
+        for callback in (self.board, self.logger):
+            callback.on_eval(run, result)
+
+
+class Experiment:
+    """LM PPO on a text task; built (and validated) in full before anything is written."""
+
+    def __init__(self, spec, task, module, run_config: RunConfig, algo_config, run_dir: Path):
+        from envs.text import TextEnv
+        from rl_lab.lm.assets import load_policy, quiet_transformers
+        from rl_lab.lm.prompts import load_prompts
+        from rl_lab.lm.rewards import build_reward
+
+        self.spec, self.task, self.module = spec, task, module
+        self.run_config, self.config, self.run_dir = run_config, algo_config, Path(run_dir)
+        c, rc = algo_config, run_config
+        if rc.num_envs % c.mini_batch_size:
+            raise UserError(
+                f"--num-envs {rc.num_envs} (prompts per iteration) must be a "
+                f"multiple of --mini-batch-size {c.mini_batch_size}"
+            )
+        with quiet_transformers():
+            pretrained, self.tokenizer = load_policy(c.policy)
+            self.reward = build_reward(c.reward)
+        path = c.prompts or None
+        lengths = dict(min_tokens=c.prompt_min_tokens, max_tokens=c.prompt_max_tokens)
+        self.train_prompts = load_prompts(
+            self.tokenizer, "train", seed=rc.seed, path=path, **lengths
+        )
+        # Every run evaluates on the same held-out prompts (a user's file serves both roles).
+        self.eval_prompts = load_prompts(
+            self.tokenizer, "eval", n=rc.eval_episodes, seed=0, path=path, **lengths
+        )[: rc.eval_episodes]
+        check_context(
+            pretrained.config,
+            self.tokenizer,
+            self.train_prompts + self.eval_prompts,
+            c.max_new_tokens,
+            c.policy,
+        )
+        self.agent = module.make_agent(c, pretrained, self.tokenizer, rc.seed)
+        self.env = TextEnv(self.train_prompts, self.reward, rc.num_envs, c.score_prompt)
+        self.per_iteration = rc.num_envs
+        self.run = RunContext(
+            self.agent,
+            rc.total_steps * rc.num_envs,
+            rc.num_envs,
+            rc.seed,
+            self.run_dir,
+            title=f"{spec.name} · {task.name} · {c.policy} · seed {rc.seed}",
+        )
+        self.eval_seed = rc.seed + EVAL_SEED_OFFSET
+
+    # ------------------------------------------------------------ construction
+
+    @classmethod
+    def create(cls, spec, task, module, algo_config_cls, run_flags, algo_flags, run_dir):
+        from rl_lab.presets import preset
+
+        defaults = preset(spec.name, task.name, task.kind)
+        run_config = build_config(RunConfig, {**defaults["run"], **run_flags})
+        algo_config = build_config(algo_config_cls, {**defaults["algo"], **algo_flags})
+        run_dir = (
+            Path(run_dir) if run_dir else default_run_dir(spec.name, task.name, run_config.seed)
+        )
+        check_writable(run_dir)
+        experiment = cls(spec, task, module, run_config, algo_config, run_dir)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(
+                f"cannot create {run_dir} ({error.strerror}): choose another --run-dir"
+            ) from None
+        config = {
+            "algo": spec.name,
+            "task": task.name,
+            "run": to_dict(run_config),
+            "algo_config": to_dict(algo_config),
+        }
+        checkpoint.atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2) + "\n")
+        return experiment
+
+    @classmethod
+    def load(cls, run_dir, run_flags: dict | None = None) -> Experiment:
+        """Rebuild a saved run's experiment and load its latest checkpoint."""
+        from rl_lab.registry import get_algo, get_task
+
+        saved = read_run_config(run_dir)
+        spec, task = get_algo(saved["algo"]), get_task(saved["task"])
+        module = importlib.import_module(spec.modules[task.kind])
+        state = checkpoint.load(Path(run_dir) / "checkpoints")
+        try:
+            run_config = from_dict(RunConfig, {**saved["run"], **(run_flags or {})})
+            algo_config = from_dict(module.Config, saved["algo_config"])
+        except (ValueError, TypeError) as error:
+            raise UserError(
+                f"{run_dir}/config.json does not fit this version ({error}): start a new run"
+            ) from None
+        experiment = cls(spec, task, module, run_config, algo_config, Path(run_dir))
+        try:
+            experiment.agent.load_state_dict(state["agent"])
+        except (KeyError, ValueError) as error:
+            raise UserError(
+                f"the checkpoint in {run_dir} does not fit its config ({error}): start a new run"
+            ) from None
+        experiment.run.restore_counters(state["run"])
+        return experiment
+
+    @classmethod
+    def resume(cls, run_dir, spec, task, module, run_flags, algo_flags):
+        saved = read_run_config(run_dir)
+        if (saved["algo"], saved["task"]) != (spec.name, task.name):
+            raise UserError(
+                f"{run_dir} is a {saved['algo']} {saved['task']} run: resume it with "
+                f"`python -m rl_lab.run --resume {run_dir}`"
+            )
+        extra = set(algo_flags) | (set(run_flags) - {"total_steps"})
+        if extra:
+            flags = ", ".join("--" + name.replace("_", "-") for name in sorted(extra))
+            raise UserError(
+                f"--resume continues with the saved config; drop {flags} "
+                "(only --total-steps may change)"
+            )
+        experiment = cls.load(run_dir, run_flags)
+        experiment.run.total_steps = experiment.run_config.total_steps * experiment.per_iteration
+        keep_metrics_until(Path(run_dir) / "metrics.jsonl", experiment.run.env_steps)
+        return experiment
+
+    # ------------------------------------------------------------ training
+
+    def evaluate(self):
+        from rl_lab.lm.evaluation import evaluate_lm
+
+        return evaluate_lm(
+            self.agent,
+            self.reward,
+            self.eval_prompts,
+            self.eval_seed,
+            batch_size=64,
+            score_prompt=self.config.score_prompt,
+        )
+
+    def train(self, dashboard: bool = True) -> int:
+        from rl_lab.dashboard import Dashboard
+        from rl_lab.logging import MetricLogger
+
+        rc, run, n = self.run_config, self.run, self.per_iteration
+        before_path = self.run_dir / BEFORE_FILE
+        if not before_path.is_file():
+            print(
+                f"evaluating the starting model on {len(self.eval_prompts)} held-out prompts",
+                flush=True,
+            )
+            started = time.perf_counter()
+            before = self.evaluate().to_dict()
+            run.timers["eval"] += time.perf_counter() - started
+            checkpoint.atomic_write_text(before_path, json.dumps(before, indent=2) + "\n")
+        before = json.loads(before_path.read_text())
+
+        board = Dashboard(live=None if dashboard else False, unit="completions")
+        logger = MetricLogger(self.run_dir)
+        callbacks = [
+            board,
+            logger,
+            SampleFeed(board),
+            LMEvaluator(self.evaluate, rc.eval_interval * n, logger, board),
+            Checkpointer(self.run_dir, rc.checkpoint_interval * n),
+        ]
+        try:
+            train(self.agent, self.env, run, callbacks, log_every=rc.log_interval * n)
+        finally:
+            board.close()
+        if run.interrupted:
+            print(
+                f"interrupted after {run.updates} iterations; checkpoint saved. Continue with "
+                f"`python -m rl_lab.run --resume {self.run_dir}`"
+            )
+            return 130
+        started = time.perf_counter()
+        after = self.evaluate().to_dict()
+        run.timers["eval"] += time.perf_counter() - started
+        self.save_model()
+        self.write_results(before, after)
+        b, a = before, after
+        print(
+            f"held-out positive fraction {b['positive_fraction']:.2f} -> "
+            f"{a['positive_fraction']:.2f}, mean reward {b['mean_reward']:.2f} -> "
+            f"{a['mean_reward']:.2f}, KL {a['kl']:.2f}, perplexity {b['perplexity']:.1f} -> "
+            f"{a['perplexity']:.1f} ({run.updates} iterations, {run.elapsed:.0f} s); "
+            f"results in {self.run_dir}"
+        )
+        return 0
+
+    def save_model(self) -> None:
+        """The tuned LM (LoRA merged in) and its tokenizer in save_pretrained form."""
+        from rl_lab.lm.assets import replace_dir, temp_dir_beside
+
+        model = self.agent.policy.pretrained
+        if hasattr(model, "merge_and_unload"):  # PEFT: a plain model loads without peft
+            model = model.merge_and_unload()
+        out = self.run_dir / "model"
+        tmp = temp_dir_beside(out)
+        model.save_pretrained(tmp)
+        self.tokenizer.save_pretrained(tmp)
+        replace_dir(tmp, out)
+
+    def write_results(self, before: dict, after: dict) -> None:
+        from rl_lab.logging import read_metrics
+        from rl_lab.report import write_curve
+
+        run = self.run
+        metrics = lambda result: {k: v for k, v in result.items() if k != "samples"}  # noqa: E731
+        report = {
+            "before": metrics(before),
+            "after": metrics(after),
+            "wall_seconds": run.elapsed,
+            "iterations": run.updates,
+            "completions": run.env_steps,
+            "stop_reason": run.stop_reason,
+            "timers": run.timers,
+            "eval_seed": self.eval_seed,
+            "samples": {
+                "before": before["samples"][:SAMPLE_ROWS],
+                "after": after["samples"][:SAMPLE_ROWS],
+            },
+        }
+        checkpoint.atomic_write_text(
+            self.run_dir / "eval.json", json.dumps(report, indent=2) + "\n"
+        )
+        rows = read_metrics(self.run_dir / "metrics.jsonl")
+        write_curve(self.run_dir / "curve.png", rows, run.title, None)
+        config = json.loads((self.run_dir / "config.json").read_text())
+        checkpoint.atomic_write_text(
+            self.run_dir / "summary.md", summary_markdown(run.title, report, config)
+        )
+
+    # ------------------------------------------------------------ `python -m rl_lab.run eval`
+
+    @staticmethod
+    def evaluate_run_dir(run_dir: str, episodes: int | None, seed: int | None, video: bool) -> None:
+        """Re-evaluate a saved LM run's latest checkpoint on held-out prompts."""
+        if video:
+            raise UserError("--video records Gym episodes; text runs have no frames to record")
+        flags = {"eval_episodes": episodes} if episodes else {}
+        experiment = Experiment.load(run_dir, flags)
+        if seed is not None:
+            experiment.eval_seed = seed
+        result = experiment.evaluate()
+        out = Path(run_dir) / "reeval.json"
+        checkpoint.atomic_write_text(out, json.dumps(result.to_dict(), indent=2) + "\n")
+        m = result.metrics
+        print(
+            f"{experiment.spec.name} {experiment.task.name}: positive fraction "
+            f"{m['positive_fraction']:.2f}, mean reward {m['mean_reward']:.2f}, KL {m['kl']:.2f}, "
+            f"perplexity {m['perplexity']:.1f}, distinct-2 {m['distinct_2']:.2f} over "
+            f"{m['prompts']} prompts (seed {experiment.eval_seed}); written to {out}"
+        )
+
+
+def check_context(
+    model_config, tokenizer, prompts: list[str], max_new_tokens: int, name: str
+) -> None:
+    """A one-line error when the longest prompt plus the completion overflows the context."""
+    context = next(
+        (
+            getattr(model_config, key)
+            for key in ("max_position_embeddings", "n_positions", "max_sequence_length")
+            if isinstance(getattr(model_config, key, None), int)
+        ),
+        None,
+    )
+    if context is None:
+        return
+    longest = max(len(ids) for ids in tokenizer(prompts)["input_ids"])
+    if longest + max_new_tokens > context:
+        raise UserError(
+            f"prompts of up to {longest} tokens plus --max-new-tokens "
+            f"{max_new_tokens} exceed the {context}-token context of policy "
+            f"{name!r}: lower --max-new-tokens or use shorter prompts"
+        )
+
+
+def summary_markdown(title: str, report: dict, config: dict) -> str:
+    """summary.md: metrics before/after, held-out completions before/after, the config."""
+    from rl_lab.lm.evaluation import METRICS
+
+    cell = lambda text: " ".join(str(text).split()).replace("|", "\\|")  # noqa: E731
+    before, after = report["before"], report["after"]
+    lines = [
+        f"# {title}",
+        "",
+        f"{report['iterations']} PPO iterations ({report['completions']:,} completions), "
+        f"{report['wall_seconds'] / 60:.1f} min wall, stopped: {report['stop_reason']}. "
+        f"Held-out prompts: {before['prompts']}.",
+        "",
+        "| metric | before | after |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {key} | {before[key]:.3f} | {after[key]:.3f} |" for key in METRICS]
+    lines += [
+        "",
+        "## Held-out prompts, completions before and after (reward)",
+        "",
+        "| prompt | before | after |",
+        "|---|---|---|",
+    ]
+    for b, a in zip(report["samples"]["before"], report["samples"]["after"]):
+        lines.append(
+            f"| {cell(b['prompt'])} | {cell(b['completion'])} ({b['reward']:+.2f}) | "
+            f"{cell(a['completion'])} ({a['reward']:+.2f}) |"
+        )
+    lines += [
+        "",
+        "Files: `config.json`, `metrics.jsonl`, `tensorboard/`, `checkpoints/`, "
+        "`eval.json`, `model/` (save_pretrained), `curve.png`.",
+        "",
+        "![reward per completion](curve.png)",
+        "",
+        "## Config",
+        "",
+        "```json",
+        json.dumps(config, indent=2),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)

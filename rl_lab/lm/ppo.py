@@ -1,0 +1,487 @@
+"""PPO for language models: tune a causal LM toward a reward, held near a frozen reference.
+
+The text task is an environment like any other (envs/text.py): the agent's `act` samples a
+completion per prompt (top_k=0, top_p=1) and keeps the per-token log-probs, values and masks,
+`observe` takes the rewards, and `update` is the whole learning rule: reference log-probs, a
+per-token KL penalty (adaptive or fixed coefficient), the score added at the last generated
+token, GAE, whitening, and PPO minibatch epochs with the clipped policy and value losses of
+`rl_lab.functional`. Built on `accelerate` (so `accelerate launch -m rl_lab.run ppo sentiment`
+runs it unchanged), with optional LoRA adapters from PEFT. transformers, accelerate and peft are
+imported only when an agent is built: `python -m rl_lab.run list` reads PRESETS from here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from policies.value_head import CausalLMWithValueHead
+from rl_lab import functional as fn
+from rl_lab.buffers import Transition
+from rl_lab.config import option, validate
+from rl_lab.errors import UserError
+from rl_lab.lm.experiment import Experiment  # noqa: F401  (run.py takes it from this module)
+
+
+@dataclass
+class Config:
+    """LM PPO settings (run settings: --num-envs prompts per iteration, --total-steps iterations)."""
+
+    policy: str = option(
+        "smollm2",
+        "causal LM to tune: 'smollm2' (see `python -m "
+        "rl_lab.lm.setup`), a local model directory or a hub id such as gpt2",
+    )
+    reward: str = option(
+        "model",
+        "'model' (the trained classifier in the cache), 'vader', or a "
+        "classifier directory / hub id with a POSITIVE label",
+    )
+    prompts: str = option(
+        "",
+        'prompt file (one per line, or JSONL with a "prompt" field); empty: IMDB review openings',
+    )
+    score_prompt: bool = option(
+        False,
+        "the reward reads prompt + completion (the classic setup) instead of the completion "
+        "alone, so a prompt's own sentiment counts too",
+    )
+    prompt_min_tokens: int = option(2, "shortest IMDB prompt, in policy tokens", min=1)
+    prompt_max_tokens: int = option(8, "longest IMDB prompt, in policy tokens", min=1)
+    max_new_tokens: int = option(16, "tokens generated per completion", min=1)
+    lr: float = option(1.4e-5, "AdamW learning rate", min=0.0)
+    ppo_epochs: int = option(4, "passes over each rollout batch", min=1)
+    mini_batch_size: int = option(16, "completions per optimizer step", min=1)
+    grad_accum: int = option(1, "micro-batches per optimizer step (gradient accumulation)", min=1)
+    clip_range: float = option(0.2, "policy ratio clip epsilon", min=0.0)
+    clip_range_value: float = option(
+        0.2, "value clip around the rollout's values (0: off)", min=0.0
+    )
+    vf_coef: float = option(0.1, "value loss weight", min=0.0)
+    gamma: float = option(1.0, "discount over generated tokens", min=0.0, max=1.0)
+    gae_lambda: float = option(0.95, "GAE lambda", min=0.0, max=1.0)
+    init_kl_coef: float = option(0.2, "initial KL penalty coefficient", min=0.0)
+    kl_target: float = option(
+        6.0,
+        "adaptive KL controller's target KL per completion (0: keep the coefficient fixed)",
+        min=0.0,
+    )
+    kl_horizon: int = option(10_000, "adaptive KL controller's horizon, in completions", min=1)
+    whiten_rewards: bool = option(False, "scale the per-token rewards to unit variance per batch")
+    max_grad_norm: float = option(1.0, "gradient clipping norm (0: off)", min=0.0)
+    trainable_layers: int = option(
+        0,
+        "train only the top N transformer blocks, the final norm "
+        "and the value head (0: all parameters)",
+        min=0,
+    )
+    lora_r: int = option(0, "LoRA rank via PEFT (0: tune the full model)", min=0)
+    lora_alpha: float = option(32.0, "LoRA alpha (scale = alpha / r)", min=0.0)
+    threads: int = option(
+        1,
+        "torch CPU threads (0: torch's default); on a busy machine 1 is "
+        "far faster than 2 (threads that wait for each other spin)",
+        min=0,
+    )
+
+    def __post_init__(self):
+        validate(self)
+        if not math.isfinite(self.lr) or self.lr <= 0:
+            raise ValueError(f"--lr must be a positive number, got {self.lr}")
+        if self.prompt_min_tokens > self.prompt_max_tokens:
+            raise ValueError(
+                f"--prompt-min-tokens {self.prompt_min_tokens} exceeds "
+                f"--prompt-max-tokens {self.prompt_max_tokens}"
+            )
+        if self.mini_batch_size % self.grad_accum:
+            raise ValueError(
+                f"--mini-batch-size {self.mini_batch_size} must be a multiple of "
+                f"--grad-accum {self.grad_accum}"
+            )
+        if self.lora_r and self.trainable_layers:
+            raise ValueError("choose --lora-r or --trainable-layers, not both")
+
+
+# Sized for 15 minutes on 2 busy CPU cores with SmolLM2-135M and the MiniLM reward model
+# (experiments/benchmark_sentiment.py): only the top blocks train, which makes the backward pass
+# and the optimizer several times cheaper; small minibatches buy more updates per sample.
+PRESETS = {
+    "sentiment": {
+        "run": {
+            "total_steps": 16,
+            "num_envs": 32,
+            "eval_episodes": 128,
+            "eval_interval": 0,
+            "checkpoint_interval": 10,
+            "log_interval": 1,
+        },
+        "algo": {
+            "trainable_layers": 8,
+            "lr": 1e-4,
+            "ppo_epochs": 2,
+            "mini_batch_size": 16,
+            "init_kl_coef": 0.05,
+            # Returns are reward-model logits (several units): a 0.2 clip around the old
+            # values would hold the value head back for many iterations.
+            "clip_range_value": 0.0,
+        },
+    },
+}
+
+
+class KLController:
+    """The KL coefficient: fixed, or adapted toward a target KL (Ziegler et al. 2019)."""
+
+    def __init__(self, init_coef: float, target: float, horizon: int):
+        self.coef, self.target, self.horizon = init_coef, target, horizon
+
+    def update(self, kl: float, n_completions: int) -> None:
+        if self.target <= 0:
+            return
+        # Proportional control, error clipped to +-20% so a single noisy batch can't swing it.
+        error = float(np.clip(kl / self.target - 1.0, -0.2, 0.2))
+        self.coef *= 1.0 + error * n_completions / self.horizon
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log p(token) under `logits` ([B, T, V] -> [B, T]), computed in float32."""
+    return logits.float().log_softmax(-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def masked_entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean entropy of the next-token distributions at the masked positions."""
+    logp = logits.float().log_softmax(-1)
+    return fn.masked_mean(-(logp.exp() * logp).sum(-1), mask)
+
+
+def response_mask(response: torch.Tensor, eos_token_id: int | None) -> torch.Tensor:
+    """1 for generated tokens up to and including the first EOS, 0 after it (padding)."""
+    if eos_token_id is None:
+        return torch.ones_like(response, dtype=torch.float32)
+    is_eos = (response == eos_token_id).long()
+    eos_before = is_eos.cumsum(-1) - is_eos  # how many EOS came strictly before this token
+    return (eos_before == 0).float()
+
+
+class LMPPOAgent:
+    """The LM PPO agent: act = sample completions, update = one PPO iteration on them."""
+
+    def __init__(
+        self,
+        config: Config,
+        model: CausalLMWithValueHead,
+        reference,
+        tokenizer,
+        accelerator,
+        seed: int,
+    ):
+        c = self.config = config
+        self.tokenizer, self.accelerator = tokenizer, accelerator
+        self.device = accelerator.device
+        # Dropout off everywhere: it would make the log-probs of act and update disagree.
+        model.eval()
+        self.lora = c.lora_r > 0
+        self.reference = None if self.lora else reference.to(self.device).eval()
+        if self.reference is not None:
+            self.reference.requires_grad_(False)
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(self.trainable, lr=c.lr, weight_decay=0.0)
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        self.kl = KLController(c.init_kl_coef, c.kl_target, c.kl_horizon)
+        self.generator = torch.Generator().manual_seed(seed + accelerator.process_index)
+        self.rollout: dict | None = None
+        self.samples: list[tuple[str, str, float]] = []  # latest (prompt, completion, reward)
+        self.iterations = 0
+        self.last_update_end = time.perf_counter()
+
+    # ------------------------------------------------------------ forward passes
+
+    @property
+    def policy(self) -> CausalLMWithValueHead:
+        return self.accelerator.unwrap_model(self.model)
+
+    def forward(self, model, input_ids, attention_mask, prompt_len: int):
+        """Logits and values at the positions that predict each generated token."""
+        logits, values = model(input_ids, attention_mask)
+        return logits[:, prompt_len - 1 : -1], values[:, prompt_len - 1 : -1]
+
+    @torch.no_grad()
+    def reference_logprobs(self, rollout: dict) -> torch.Tensor:
+        """Per-token log-probs of the rollout's completions under the frozen starting model."""
+        ids, attention, p = rollout["input_ids"], rollout["attention_mask"], rollout["prompt_len"]
+        tokens = ids[:, p:]
+        if self.lora:  # the reference is the base model: the same weights, adapters off
+            with self.policy.pretrained.disable_adapter():
+                logits, _ = self.forward(self.policy, ids, attention, p)
+        else:
+            logits = self.reference(
+                input_ids=ids,
+                attention_mask=attention,
+                position_ids=CausalLMWithValueHead.positions(attention),
+                use_cache=False,
+            ).logits[:, p - 1 : -1]
+        return token_logprobs(logits, tokens)
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], generator: torch.Generator | None = None) -> dict:
+        """Sample one completion per prompt; keep tokens, masks, log-probs and values.
+
+        `generator` (default: the agent's own) seeds the sampling; evaluation passes its own so
+        that it never moves the training run's random state.
+        """
+        from transformers import GenerationConfig
+
+        tok = self.tokenizer
+        encoded = tok(list(prompts), return_tensors="pt", padding=True).to(self.device)
+        settings = GenerationConfig(
+            do_sample=True,
+            top_k=0,
+            top_p=1.0,
+            temperature=1.0,
+            max_new_tokens=self.config.max_new_tokens,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+        # generate() draws from torch's global generator: fork it, seeded from ours, so runs
+        # repeat and nobody else's random state moves.
+        seed = int(torch.randint(2**62, (1,), generator=generator or self.generator))
+        devices = [] if self.device.type == "cpu" else [self.device]
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            ids = self.policy.pretrained.generate(**encoded, generation_config=settings)
+        return self.rollout_from_tokens(list(prompts), ids, encoded["attention_mask"])
+
+    @torch.no_grad()
+    def rollout_from_tokens(
+        self, prompts: list[str], ids: torch.Tensor, prompt_attention: torch.Tensor
+    ) -> dict:
+        """Masks, log-probs and values of prompt + completion tokens `ids` [B, P + T]."""
+        tok, p = self.tokenizer, prompt_attention.shape[1]
+        mask = response_mask(ids[:, p:], tok.eos_token_id)
+        attention = torch.cat([prompt_attention, mask.long()], dim=1)
+        logits, values = self.forward(self.policy, ids, attention, p)
+        completions = [
+            tok.decode(row[m.bool()], skip_special_tokens=True) for row, m in zip(ids[:, p:], mask)
+        ]
+        return {
+            "input_ids": ids,
+            "attention_mask": attention,
+            "prompt_len": p,
+            "mask": mask,
+            "logprobs": token_logprobs(logits, ids[:, p:]),
+            "values": values.float(),
+            "prompts": prompts,
+            "completions": completions,
+        }
+
+    # ------------------------------------------------------------ the Agent protocol
+
+    def act(self, obs, *, explore: bool = True) -> np.ndarray:
+        """Completions for a batch of prompts (always sampled: greedy decoding degenerates)."""
+        self.rollout = self.generate(list(obs))
+        return np.array(self.rollout["completions"], dtype=object)
+
+    def observe(self, batch: Transition) -> None:
+        scores = np.asarray(batch.reward, dtype=np.float32)
+        self.rollout["scores"] = torch.as_tensor(scores, device=self.device)
+        r = self.rollout
+        self.samples = list(zip(r["prompts"][:3], r["completions"][:3], scores[:3].tolist()))
+
+    def ready(self) -> bool:
+        return self.rollout is not None and "scores" in self.rollout
+
+    def update(self) -> dict[str, float]:
+        """One PPO iteration on the latest rollout batch; returns its metrics."""
+        c, r = self.config, self.rollout
+        self.rollout = None
+        # Zero whatever sits past each completion's end, so no stray value there can reach a
+        # loss through exp() or a square, however it is masked afterwards.
+        mask = r["mask"]
+        old_logprobs, old_values = r["logprobs"] * mask, r["values"] * mask
+        batch, length = mask.shape
+        ref_logprobs = self.reference_logprobs(r)
+
+        # Per-token reward: -coef * KL estimate to the reference, plus the score on the last
+        # generated token (the EOS where there is one).
+        kl = fn.kl_estimate(old_logprobs, ref_logprobs, "k1") * mask
+        rewards = -self.kl.coef * kl
+        last = (mask.sum(1).long() - 1).clamp(min=0)
+        rows = torch.arange(batch, device=self.device)
+        rewards[rows, last] += r["scores"]
+        if c.whiten_rewards:
+            rewards = fn.masked_whiten(rewards, mask, shift_mean=False)
+
+        # GAE runs over time (dim 0); the episode terminates at each completion's last token,
+        # and the mask carries the recursion past post-EOS padding.
+        ends = torch.zeros_like(mask)
+        ends[rows, last] = 1.0
+        next_values = torch.cat([old_values[:, 1:], torch.zeros_like(old_values[:, :1])], dim=1)
+        advantages, returns = fn.gae(
+            rewards.T, old_values.T, next_values.T, ends.T, ends.T, c.gamma, c.gae_lambda, mask.T
+        )
+        advantages, returns = advantages.T, returns.T
+        advantages = fn.masked_whiten(advantages, mask)
+
+        stats: dict[str, list[float]] = {
+            key: []
+            for key in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
+        }
+        micro = c.mini_batch_size // c.grad_accum
+        p = r["prompt_len"]
+        for _ in range(c.ppo_epochs):
+            order = torch.randperm(batch, generator=self.generator).to(self.device)
+            for start in range(0, batch - c.mini_batch_size + 1, c.mini_batch_size):
+                minibatch = order[start : start + c.mini_batch_size]
+                for k in range(c.grad_accum):
+                    idx = minibatch[k * micro : (k + 1) * micro]
+                    logits, values = self.forward(
+                        self.model, r["input_ids"][idx], r["attention_mask"][idx], p
+                    )
+                    m = mask[idx]
+                    logprobs = token_logprobs(logits, r["input_ids"][idx, p:]) * m
+                    policy_loss, info = fn.clipped_surrogate_loss(
+                        logprobs, old_logprobs[idx], advantages[idx], c.clip_range, m
+                    )
+                    value_loss = fn.clipped_value_loss(
+                        values.float() * m,
+                        old_values[idx],
+                        returns[idx],
+                        c.clip_range_value or None,
+                        m,
+                    )
+                    loss = policy_loss + c.vf_coef * value_loss
+                    # Sync gradients across processes only on the last micro-batch.
+                    sync = k == c.grad_accum - 1
+                    with contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model):
+                        self.accelerator.backward(loss / c.grad_accum)
+                    with torch.no_grad():
+                        stats["entropy"].append(masked_entropy(logits, m).item())
+                    stats["policy_loss"].append(policy_loss.item())
+                    stats["value_loss"].append(value_loss.item())
+                    stats["approx_kl"].append(info["approx_kl"].item())
+                    stats["clip_fraction"].append(info["clip_fraction"].item())
+                if c.max_grad_norm > 0:
+                    self.accelerator.clip_grad_norm_(self.trainable, c.max_grad_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+
+        mean_kl = float(kl.sum(1).mean())
+        coef = self.kl.coef
+        self.kl.update(mean_kl, batch)
+        self.iterations += 1
+        now = time.perf_counter()
+        tokens = float(mask.sum())
+        metrics = {f"losses/{key}": float(np.mean(values)) for key, values in stats.items()}
+        metrics.update(
+            {
+                "charts/mean_reward": float(r["scores"].mean()),
+                "charts/kl": mean_kl,
+                "charts/kl_coef": coef,
+                "charts/completion_tokens": tokens / batch,
+                "losses/explained_variance": fn.explained_variance(old_values, returns, mask),
+                "time/tokens_per_s": tokens / max(now - self.last_update_end, 1e-9),
+            }
+        )
+        self.last_update_end = now
+        return metrics
+
+    # ------------------------------------------------------------ checkpoints
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return {
+            name: p.detach().clone()
+            for name, p in self.policy.named_parameters()
+            if p.requires_grad
+        }
+
+    def state_dict(self) -> dict:
+        return {
+            "trainable": self.trainable_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "kl_coef": self.kl.coef,
+            "generator": self.generator.get_state(),
+            "iterations": self.iterations,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        params = dict(self.policy.named_parameters())
+        missing = set(params[n] for n in params if params[n].requires_grad)
+        with torch.no_grad():
+            for name, value in state["trainable"].items():
+                params[name].copy_(value)
+                missing.discard(params[name])
+        if missing:
+            raise ValueError(f"checkpoint lacks {len(missing)} trainable tensors")
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.kl.coef = float(state["kl_coef"])
+        self.generator.set_state(state["generator"])
+        self.iterations = int(state["iterations"])
+
+
+def freeze_lower_layers(model: CausalLMWithValueHead, top: int) -> None:
+    """Train only the top `top` transformer blocks, what follows them, and the value head.
+
+    A model with fewer blocks trains all of them, so a preset's count fits any policy.
+    """
+    blocks = max(
+        (m for m in model.pretrained.modules() if isinstance(m, torch.nn.ModuleList)),
+        key=len,
+        default=None,
+    )
+    if blocks is None:
+        raise UserError(
+            "--trainable-layers needs a model with a list of transformer blocks; "
+            "use --trainable-layers 0 or --lora-r"
+        )
+    model.pretrained.requires_grad_(False)
+    for block in list(blocks)[-top:]:
+        block.requires_grad_(True)
+    # The final norm sits after the blocks; embeddings (and the LM head tied to them) stay put.
+    embeddings = {
+        id(p)
+        for m in model.pretrained.modules()
+        if isinstance(m, torch.nn.Embedding)
+        for p in m.parameters()
+    }
+    block_params = {id(p) for p in blocks.parameters()}
+    output = model.pretrained.get_output_embeddings()
+    out_params = {id(p) for p in output.parameters()} if output is not None else set()
+    for p in model.pretrained.parameters():
+        if id(p) not in embeddings | block_params | out_params:
+            p.requires_grad_(True)
+
+
+def make_agent(config: Config, pretrained, tokenizer, seed: int) -> LMPPOAgent:
+    """The agent around a loaded causal LM: value head, reference copy, LoRA, accelerator."""
+    import copy
+
+    from accelerate import Accelerator
+
+    from policies.value_head import hidden_size
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    reference = None if config.lora_r else copy.deepcopy(pretrained)
+    if config.lora_r:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=0.0,
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        )
+        # LoRA's A matrices draw from torch's global generator: fork it, seeded from the run.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            pretrained = get_peft_model(pretrained, lora)
+    model = CausalLMWithValueHead(pretrained, hidden_size(pretrained.config))
+    if config.trainable_layers:
+        freeze_lower_layers(model, config.trainable_layers)
+    return LMPPOAgent(config, model, reference, tokenizer, Accelerator(), seed)

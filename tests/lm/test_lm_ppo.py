@@ -1,0 +1,287 @@
+"""LM PPO on tiny models built from configs here: KL, masks, value head, updates, learning, CLI."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+pytest.importorskip("accelerate")
+
+from envs.text import TextEnv  # noqa: E402
+from policies.value_head import CausalLMWithValueHead  # noqa: E402
+from rl_lab.buffers import Transition  # noqa: E402
+from rl_lab.lm import ppo  # noqa: E402
+from rl_lab.run import main  # noqa: E402
+from tests.lm.tiny import save_tiny_policy, tiny_llama, tiny_tokenizer  # noqa: E402
+
+PROMPTS = [
+    "This movie",
+    "The film was",
+    "I think",
+    "A story about",
+    "What a",
+    "The acting",
+    "It is",
+    "My friend said",
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return tiny_tokenizer()
+
+
+def make(tokenizer, **overrides) -> ppo.LMPPOAgent:
+    values = dict(max_new_tokens=8, mini_batch_size=4, ppo_epochs=1, lr=1e-2, threads=0)
+    config = ppo.Config(**{**values, **overrides})
+    return ppo.make_agent(config, tiny_llama(tokenizer), tokenizer, seed=0)
+
+
+def rollout_with_scores(agent, prompts, scores):
+    agent.act(np.array(prompts, dtype=object))
+    agent.observe(Transition(None, None, np.asarray(scores, np.float32), None, None, None))
+
+
+def test_value_head_shapes_and_zero_init(tokenizer):
+    model = CausalLMWithValueHead(tiny_llama(tokenizer), 32)
+    assert torch.count_nonzero(model.value_head.weight) == 0
+    assert torch.count_nonzero(model.value_head.bias) == 0
+    encoded = tokenizer(PROMPTS[:3], return_tensors="pt", padding=True)
+    logits, values = model(encoded["input_ids"], encoded["attention_mask"])
+    batch, length = encoded["input_ids"].shape
+    assert logits.shape == (batch, length, len(tokenizer))
+    assert values.shape == (batch, length)
+    assert torch.count_nonzero(values) == 0
+
+
+def test_left_padding_does_not_change_a_prompts_logits(tokenizer):
+    model = CausalLMWithValueHead(tiny_llama(tokenizer), 32)
+    alone = tokenizer(["This movie"], return_tensors="pt")
+    padded = tokenizer(["This movie", "My friend said it was"], return_tensors="pt", padding=True)
+    logits_alone, _ = model(alone["input_ids"], alone["attention_mask"])
+    logits_padded, _ = model(padded["input_ids"], padded["attention_mask"])
+    assert torch.allclose(logits_alone[0, -1], logits_padded[0, -1], atol=1e-5)
+
+
+def test_response_mask_keeps_tokens_through_the_first_eos():
+    eos = 0
+    response = torch.tensor([[5, 6, 0, 7, 0], [5, 6, 7, 8, 9], [0, 0, 0, 0, 0]])
+    expected = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]).float()
+    assert torch.equal(ppo.response_mask(response, eos), expected)
+
+
+def test_kl_is_exactly_zero_at_step_zero(tokenizer):
+    agent = make(tokenizer)
+    rollout = agent.generate(PROMPTS)
+    reference = agent.reference_logprobs(rollout)
+    assert torch.equal(rollout["logprobs"], reference)
+    agent.rollout = rollout
+    agent.rollout["scores"] = torch.zeros(len(PROMPTS))
+    assert agent.update()["charts/kl"] == 0.0
+
+
+def test_post_eos_and_padding_tokens_do_not_reach_the_update(tokenizer):
+    """Two rollouts that differ only after each completion's EOS give identical updates."""
+    agent = make(tokenizer)
+    rollout = agent.generate(PROMPTS)
+    twin = copy.deepcopy(agent)  # after sampling: both shuffle minibatches alike
+    eos = tokenizer.eos_token_id
+    p = rollout["prompt_len"]
+    ids = rollout["input_ids"].clone()
+    ids[:, p + 2] = eos  # every completion ends at its third token ...
+    garbage = ids.clone()
+    noise = torch.randint(1, len(tokenizer), garbage[:, p + 3 :].shape)
+    garbage[:, p + 3 :] = noise  # ... then noise
+    prompt_attention = rollout["attention_mask"][:, :p]
+    clean = agent.rollout_from_tokens(PROMPTS, ids, prompt_attention)
+    noisy = twin.rollout_from_tokens(PROMPTS, garbage, prompt_attention)
+    assert torch.equal(clean["mask"], noisy["mask"]) and clean["mask"][:, 3:].sum() == 0
+    noisy["values"][:, 3:] = 1e3  # values and log-probs past EOS must not matter either
+    noisy["logprobs"][:, 3:] = -1e3
+    scores = torch.linspace(-1, 1, len(PROMPTS))
+    metrics = []
+    for a, r in ((agent, clean), (twin, noisy)):
+        a.rollout = {**r, "scores": scores}
+        metrics.append(a.update())
+    for key in ("charts/kl", "losses/policy_loss", "losses/value_loss", "losses/entropy"):
+        assert metrics[0][key] == pytest.approx(metrics[1][key], rel=1e-5, abs=1e-7), key
+    for (name, a), b in zip(agent.policy.named_parameters(), twin.policy.parameters()):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_every_trainable_parameter_changes_after_one_update(tokenizer):
+    agent = make(tokenizer, ppo_epochs=1, mini_batch_size=8)
+    before = {name: p.detach().clone() for name, p in agent.policy.named_parameters()}
+    rollout_with_scores(agent, PROMPTS, np.linspace(-1, 1, len(PROMPTS)))
+    assert agent.ready()
+    agent.update()
+    assert not agent.ready()
+    for name, p in agent.policy.named_parameters():
+        assert p.requires_grad
+        assert not torch.equal(before[name], p.detach()), f"{name} did not change"
+
+
+def test_trainable_layers_freezes_everything_below_the_top_blocks(tokenizer):
+    agent = make(tokenizer, trainable_layers=1)
+    trainable = {name for name, p in agent.policy.named_parameters() if p.requires_grad}
+    assert any(".layers.1." in name for name in trainable)
+    assert not any(".layers.0." in name or "embed" in name for name in trainable)
+    assert {"value_head.weight", "value_head.bias"} <= trainable
+    assert any(name.endswith("model.norm.weight") for name in trainable)
+
+
+def test_lora_trains_only_adapters_and_the_value_head(tokenizer):
+    pytest.importorskip("peft")
+    agent = make(tokenizer, lora_r=4)
+    rollout = agent.generate(PROMPTS)
+    assert torch.equal(rollout["logprobs"], agent.reference_logprobs(rollout))
+    before = {name: p.detach().clone() for name, p in agent.policy.named_parameters()}
+    agent.rollout = {**rollout, "scores": torch.linspace(-1, 1, len(PROMPTS))}
+    agent.update()
+    for name, p in agent.policy.named_parameters():
+        changed = not torch.equal(before[name], p.detach())
+        assert changed == p.requires_grad, name
+        assert p.requires_grad == ("lora_" in name or name.startswith("value_head")), name
+
+
+def test_adaptive_kl_controller_moves_toward_the_target():
+    controller = ppo.KLController(0.2, target=6.0, horizon=100)
+    controller.update(12.0, 10)  # KL too high: the penalty grows (error clipped at +20%)
+    assert controller.coef == pytest.approx(0.2 * 1.02)
+    fixed = ppo.KLController(0.2, target=0.0, horizon=100)
+    fixed.update(100.0, 10)
+    assert fixed.coef == 0.2
+
+
+def test_mean_reward_rises_on_a_toy_reward(tokenizer):
+    """Reward = how often the chosen token ("e") appears in the completion."""
+
+    def count_reward(texts):
+        return np.array([text.count("e") for text in texts], np.float32)
+
+    agent = make(tokenizer, lr=3e-3, ppo_epochs=4, mini_batch_size=8, init_kl_coef=0.0)
+    env = TextEnv(PROMPTS, count_reward, num_envs=32)
+    obs, _ = env.reset(seed=0)
+    means = []
+    for _ in range(12):
+        completions = agent.act(obs)
+        obs, rewards, *_ = env.step(completions)
+        agent.observe(Transition(None, None, rewards, None, None, None))
+        means.append(agent.update()["charts/mean_reward"])
+    print(means)
+    assert np.mean(means[-3:]) > np.mean(means[:3]) + 0.5, means
+
+
+def test_agent_state_round_trips(tokenizer):
+    agent = make(tokenizer)
+    rollout_with_scores(agent, PROMPTS, np.ones(len(PROMPTS)))
+    agent.update()
+    state = agent.state_dict()
+    other = make(tokenizer)
+    other.load_state_dict(state)
+    for a, b in zip(agent.policy.parameters(), other.policy.parameters()):
+        assert torch.equal(a, b)
+    assert other.kl.coef == agent.kl.coef and other.iterations == 1
+    assert torch.equal(other.generator.get_state(), agent.generator.get_state())
+
+
+# ---------------------------------------------------------------- through the command line
+
+
+@pytest.fixture(scope="module")
+def policy_dir(tmp_path_factory):
+    return save_tiny_policy(tmp_path_factory.mktemp("tiny-policy"))
+
+
+SMALL = [
+    "--reward",
+    "vader",
+    "--num-envs",
+    "8",
+    "--mini-batch-size",
+    "4",
+    "--eval-episodes",
+    "8",
+    "--max-new-tokens",
+    "6",
+    "--threads",
+    "0",
+    "--no-dashboard",
+]
+
+
+def test_cli_smoke_writes_before_and_after_and_resumes(policy_dir, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    status = main(
+        [
+            "ppo",
+            "sentiment",
+            "--policy",
+            str(policy_dir),
+            "--total-steps",
+            "2",
+            "--run-dir",
+            str(run_dir),
+            *SMALL,
+        ]
+    )
+    assert status == 0, capsys.readouterr().err
+    report = json.loads((run_dir / "eval.json").read_text())
+    for key in ("mean_reward", "positive_fraction", "kl", "perplexity", "distinct_1", "distinct_2"):
+        assert key in report["before"] and key in report["after"]
+    assert report["before"]["kl"] == 0.0
+    assert report["iterations"] == 2
+    assert (run_dir / "model" / "config.json").is_file()
+    assert "| prompt | before | after |" in (run_dir / "summary.md").read_text()
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any("charts/kl" in row and "losses/clip_fraction" in row for row in rows)
+
+    assert main(["--resume", str(run_dir), "--total-steps", "3", "--no-dashboard"]) == 0
+    assert json.loads((run_dir / "eval.json").read_text())["iterations"] == 3
+    assert main(["eval", str(run_dir), "--episodes", "4"]) == 0
+    assert json.loads((run_dir / "reeval.json").read_text())["prompts"] == 4
+
+
+@pytest.mark.parametrize("case", ["empty prompts", "context", "not causal"])
+def test_bad_input_is_one_line_and_exit_2(case, policy_dir, tmp_path, capsys):
+    args = [
+        "ppo",
+        "sentiment",
+        "--policy",
+        str(policy_dir),
+        "--total-steps",
+        "1",
+        "--run-dir",
+        str(tmp_path / "run"),
+        *SMALL,
+    ]
+    if case == "empty prompts":
+        empty = tmp_path / "prompts.txt"
+        empty.write_text("\n  \n")
+        args += ["--prompts", str(empty)]
+    elif case == "context":
+        args += ["--max-new-tokens", "100"]  # the tiny policy's context is 64 tokens
+    else:
+        from transformers import BertConfig, BertForSequenceClassification
+
+        encoder = tmp_path / "encoder"
+        BertForSequenceClassification(
+            BertConfig(
+                vocab_size=50,
+                hidden_size=8,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=16,
+            )
+        ).save_pretrained(encoder)
+        args[3] = str(encoder)
+    capsys.readouterr()  # drop save_pretrained's progress bar
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
