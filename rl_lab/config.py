@@ -47,13 +47,17 @@ class RunConfig:
     total_steps: int = option(
         50_000, "training budget in env steps (PPO iterations for text tasks)", min=1
     )
-    num_envs: int = option(1, "environments stepped together", min=1)
+    num_envs: int = option(
+        1, "environments stepped together (text tasks: prompts per rollout)", min=1
+    )
     eval_episodes: int = option(20, "episodes of each greedy evaluation", min=1)
     eval_interval: int = option(
-        5_000, "env steps between evaluations during training (0: only at the end)", min=0
+        5_000,
+        "env steps (text tasks: PPO iterations) between evaluations during training (0: only at the end)",
+        min=0,
     )
     stop_when_solved: bool = option(
-        False, "stop training once evaluations reach the task's solved threshold"
+        False, "stop training once evaluations reach the task's solved threshold (Gym tasks)"
     )
     solved_patience: int = option(
         1,
@@ -61,8 +65,12 @@ class RunConfig:
         "needed to stop (more guards against a lucky evaluation)",
         min=1,
     )
-    checkpoint_interval: int = option(10_000, "env steps between checkpoints", min=1)
-    log_interval: int = option(1_000, "env steps between metric log lines", min=1)
+    checkpoint_interval: int = option(
+        10_000, "env steps (text tasks: PPO iterations) between checkpoints", min=1
+    )
+    log_interval: int = option(
+        1_000, "env steps (text tasks: PPO iterations) between metric log lines", min=1
+    )
 
     def __post_init__(self):
         validate(self)

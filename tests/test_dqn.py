@@ -41,7 +41,7 @@ def test_epsilon_schedule_at_step_t():
 
 
 def test_several_envs_count_env_steps():
-    config = DQNConfig(learning_starts=0, train_freq=8, batch_size=8, n_step=1)
+    config = DQNConfig(learning_starts=0, train_freq=8, gradient_steps=1, batch_size=8, n_step=1)
     agent, run = make(config, 400, num_envs=4)
     train(agent, make_vector_env(IDENTITY, 4), run, [])
     assert run.env_steps == 400 and agent.env_steps == 400
@@ -50,7 +50,13 @@ def test_several_envs_count_env_steps():
 
 def run_once(seed: int):
     config = DQNConfig(
-        learning_starts=50, batch_size=16, train_freq=2, n_step=3, prioritized=True, dueling=True
+        learning_starts=50,
+        batch_size=16,
+        train_freq=2,
+        gradient_steps=1,
+        n_step=3,
+        prioritized=True,
+        dueling=True,
     )
     agent, run = make(config, 600, seed)
     returns = []
@@ -78,11 +84,14 @@ def test_same_seed_same_run():
     assert not all(torch.equal(a, b) for a, b in zip(params_a, params_c))
 
 
-@pytest.mark.parametrize("variant", [{}, {"dueling": True, "n_step": 3, "prioritized": True}])
+@pytest.mark.parametrize(
+    "variant", [{"n_step": 1}, {"dueling": True, "n_step": 3, "prioritized": True}]
+)
 def test_must_learn_identity_env(variant):
     config = DQNConfig(
         learning_starts=200,
         train_freq=1,
+        gradient_steps=1,
         batch_size=32,
         lr=3e-3,
         target_update_interval=50,

@@ -1,7 +1,8 @@
 """Train the default sentiment reward model: all-MiniLM-L6-v2 fine-tuned on IMDB reviews.
 
-A plain torch loop (AdamW, linear warmup then decay), seeded, CPU-sized: the defaults reach
-about 0.86 held-out accuracy in a few minutes on two cores. The result is an ordinary
+A plain torch loop (AdamW, linear warmup then decay), seeded, CPU-sized: the defaults (150 steps
+of 32 reviews cut to 128 tokens) reach 0.867 accuracy on the 1000 held-out reviews, in about five
+minutes on two otherwise idle cores (~2 s a step). The result is an ordinary
 `save_pretrained` classifier with labels NEGATIVE/POSITIVE, so `transformers.pipeline` and
 `rl_lab.lm.rewards.ClassifierReward` both load it.
 """
@@ -140,7 +141,8 @@ def train_reward_model(
 
     tmp = temp_dir_beside(Path(out_dir))
     try:
-        model.save_pretrained(tmp)
+        with quiet_transformers():
+            model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         details = {
             **metrics,
