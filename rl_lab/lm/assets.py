@@ -113,7 +113,9 @@ def replace_dir(tmp: Path, out_dir: Path) -> None:
 def temp_dir_beside(out_dir: Path) -> Path:
     """A fresh temp dir on the same filesystem as out_dir, so the final rename is atomic."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private (0700); the finished dir is an ordinary one
+    return tmp
 
 
 def convert_gguf_to_safetensors(gguf_path: Path, out_dir: Path) -> Path:
