@@ -15,18 +15,16 @@ import time
 from pathlib import Path
 
 from rl_lab import checkpoint
-from rl_lab.config import RunConfig, from_dict, to_dict
+from rl_lab.config import RunConfig, from_dict
 from rl_lab.errors import UserError
 from rl_lab.loop import Callback, RunContext, train
 from rl_lab.runner import (
     EVAL_SEED_OFFSET,
     Checkpointer,
-    build_config,
-    check_writable,
-    default_run_dir,
     keep_metrics_until,
     read_run_config,
 )
+from rl_lab.runner import Experiment as GymExperiment
 
 BEFORE_FILE = "eval_before.json"
 SAMPLE_ROWS = 12  # held-out prompts shown before/after in summary.md
@@ -128,32 +126,9 @@ class Experiment:
 
     # ------------------------------------------------------------ construction
 
-    @classmethod
-    def create(cls, spec, task, module, algo_config_cls, run_flags, algo_flags, run_dir):
-        from rl_lab.presets import preset
-
-        defaults = preset(spec.name, task.name, task.kind)
-        run_config = build_config(RunConfig, {**defaults["run"], **run_flags})
-        algo_config = build_config(algo_config_cls, {**defaults["algo"], **algo_flags})
-        run_dir = (
-            Path(run_dir) if run_dir else default_run_dir(spec.name, task.name, run_config.seed)
-        )
-        check_writable(run_dir)
-        experiment = cls(spec, task, module, run_config, algo_config, run_dir)
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise UserError(
-                f"cannot create {run_dir} ({error.strerror}): choose another --run-dir"
-            ) from None
-        config = {
-            "algo": spec.name,
-            "task": task.name,
-            "run": to_dict(run_config),
-            "algo_config": to_dict(algo_config),
-        }
-        checkpoint.atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2) + "\n")
-        return experiment
+    # The same steps as a Gym run (configs from preset + flags, checks, build, then
+    # config.json), with this class's __init__ doing the building.
+    create = classmethod(GymExperiment.create.__func__)
 
     @classmethod
     def load(cls, run_dir, run_flags: dict | None = None) -> Experiment:
