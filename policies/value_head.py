@@ -28,18 +28,29 @@ class CausalLMWithValueHead(nn.Module):
         return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        *,
+        inputs_embeds: torch.Tensor | None = None,
+        hidden_at: int | None = None,
+    ):
+        """`inputs_embeds` replaces the token embeddings (PPO feeds a cached block output there,
+        see rl_lab.lm.blocks); `hidden_at=i` also returns the hidden state entering block i."""
+        tokens = {"inputs_embeds": inputs_embeds} if inputs_embeds is not None else {}
         out = self.pretrained(
-            input_ids=input_ids,
+            input_ids=None if tokens else input_ids,
             attention_mask=attention_mask,
             position_ids=self.positions(attention_mask),
             output_hidden_states=True,
             use_cache=False,
+            **tokens,
         )
         hidden = out.hidden_states[-1]
         values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
-        return out.logits, values
+        if hidden_at is None:
+            return out.logits, values
+        return out.logits, values, out.hidden_states[hidden_at]
 
 
 def hidden_size(config) -> int:

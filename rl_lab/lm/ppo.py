@@ -24,7 +24,6 @@ from policies.value_head import CausalLMWithValueHead
 from rl_lab import functional as fn
 from rl_lab.buffers import Transition
 from rl_lab.config import option, validate
-from rl_lab.errors import UserError
 from rl_lab.lm.experiment import Experiment  # noqa: F401  (run.py takes it from this module)
 
 
@@ -189,6 +188,7 @@ class LMPPOAgent:
         self.reference = None if self.lora else reference.to(self.device).eval()
         if self.reference is not None:
             self.reference.requires_grad_(False)
+        self.prefix = self.frozen_prefixes(model) if c.trainable_layers else None
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(self.trainable, lr=c.lr, weight_decay=0.0)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
@@ -205,9 +205,27 @@ class LMPPOAgent:
     def policy(self) -> CausalLMWithValueHead:
         return self.accelerator.unwrap_model(self.model)
 
-    def forward(self, model, input_ids, attention_mask, prompt_len: int):
-        """Logits and values at the positions that predict each generated token."""
-        logits, values = model(input_ids, attention_mask)
+    def frozen_prefixes(self, model: CausalLMWithValueHead):
+        """The policy's and the reference's FrozenPrefix, or None where the model's cached
+        path does not reproduce its full pass (then every pass runs the whole model)."""
+        from rl_lab.lm.blocks import FrozenPrefix, prefix_matches
+
+        policy = FrozenPrefix(model.pretrained, self.config.trainable_layers)
+        reference = FrozenPrefix(self.reference, self.config.trainable_layers)
+        vocab = model.pretrained.config.vocab_size
+        if policy.split == 0 or not prefix_matches(self.reference, reference, vocab):
+            return None
+        return {"policy": policy, "reference": reference}
+
+    def forward(self, model, input_ids, attention_mask, prompt_len: int, hidden=None):
+        """Logits and values at the positions that predict each generated token; with
+        `hidden` (the cached state entering the first trainable block), only the top blocks
+        run."""
+        if hidden is None:
+            logits, values = model(input_ids, attention_mask)
+        else:
+            with self.prefix["policy"].upper_only():
+                logits, values = model(input_ids, attention_mask, inputs_embeds=hidden)
         return logits[:, prompt_len - 1 : -1], values[:, prompt_len - 1 : -1]
 
     @torch.no_grad()
@@ -215,16 +233,20 @@ class LMPPOAgent:
         """Per-token log-probs of the rollout's completions under the frozen starting model."""
         ids, attention, p = rollout["input_ids"], rollout["attention_mask"], rollout["prompt_len"]
         tokens = ids[:, p:]
+        common = dict(
+            attention_mask=attention,
+            position_ids=CausalLMWithValueHead.positions(attention),
+            use_cache=False,
+        )
         if self.lora:  # the reference is the base model: the same weights, adapters off
             with self.policy.pretrained.disable_adapter():
                 logits, _ = self.forward(self.policy, ids, attention, p)
+        elif "hidden" in rollout:  # frozen blocks shared with the policy: run the top ones
+            with self.prefix["reference"].upper_only():
+                logits = self.reference(inputs_embeds=rollout["hidden"], **common).logits
+            logits = logits[:, p - 1 : -1]
         else:
-            logits = self.reference(
-                input_ids=ids,
-                attention_mask=attention,
-                position_ids=CausalLMWithValueHead.positions(attention),
-                use_cache=False,
-            ).logits[:, p - 1 : -1]
+            logits = self.reference(input_ids=ids, **common).logits[:, p - 1 : -1]
         return token_logprobs(logits, tokens)
 
     @torch.no_grad()
@@ -264,7 +286,14 @@ class LMPPOAgent:
         tok, p = self.tokenizer, prompt_attention.shape[1]
         mask = response_mask(ids[:, p:], tok.eos_token_id)
         attention = torch.cat([prompt_attention, mask.long()], dim=1)
-        logits, values = self.forward(self.policy, ids, attention, p)
+        cached = {}
+        if self.prefix is None:
+            logits, values = self.forward(self.policy, ids, attention, p)
+        else:  # keep the state entering the first trainable block for the later passes
+            logits, values, cached["hidden"] = self.policy(
+                ids, attention, hidden_at=self.prefix["policy"].split
+            )
+            logits, values = logits[:, p - 1 : -1], values[:, p - 1 : -1]
         completions = [
             tok.decode(row[m.bool()], skip_special_tokens=True) for row, m in zip(ids[:, p:], mask)
         ]
@@ -277,6 +306,7 @@ class LMPPOAgent:
             "values": values.float(),
             "prompts": prompts,
             "completions": completions,
+            **cached,
         }
 
     # ------------------------------------------------------------ the Agent protocol
@@ -340,7 +370,11 @@ class LMPPOAgent:
                 for k in range(c.grad_accum):
                     idx = minibatch[k * micro : (k + 1) * micro]
                     logits, values = self.forward(
-                        self.model, r["input_ids"][idx], r["attention_mask"][idx], p
+                        self.model,
+                        r["input_ids"][idx],
+                        r["attention_mask"][idx],
+                        p,
+                        r["hidden"][idx] if "hidden" in r else None,
                     )
                     m = mask[idx]
                     logprobs = token_logprobs(logits, r["input_ids"][idx, p:]) * m
@@ -423,39 +457,6 @@ class LMPPOAgent:
         self.iterations = int(state["iterations"])
 
 
-def freeze_lower_layers(model: CausalLMWithValueHead, top: int) -> None:
-    """Train only the top `top` transformer blocks, what follows them, and the value head.
-
-    A model with fewer blocks trains all of them, so a preset's count fits any policy.
-    """
-    blocks = max(
-        (m for m in model.pretrained.modules() if isinstance(m, torch.nn.ModuleList)),
-        key=len,
-        default=None,
-    )
-    if blocks is None:
-        raise UserError(
-            "--trainable-layers needs a model with a list of transformer blocks; "
-            "use --trainable-layers 0 or --lora-r"
-        )
-    model.pretrained.requires_grad_(False)
-    for block in list(blocks)[-top:]:
-        block.requires_grad_(True)
-    # The final norm sits after the blocks; embeddings (and the LM head tied to them) stay put.
-    embeddings = {
-        id(p)
-        for m in model.pretrained.modules()
-        if isinstance(m, torch.nn.Embedding)
-        for p in m.parameters()
-    }
-    block_params = {id(p) for p in blocks.parameters()}
-    output = model.pretrained.get_output_embeddings()
-    out_params = {id(p) for p in output.parameters()} if output is not None else set()
-    for p in model.pretrained.parameters():
-        if id(p) not in embeddings | block_params | out_params:
-            p.requires_grad_(True)
-
-
 def make_agent(config: Config, pretrained, tokenizer, seed: int) -> LMPPOAgent:
     """The agent around a loaded causal LM: value head, reference copy, LoRA, accelerator."""
     import copy
@@ -463,6 +464,7 @@ def make_agent(config: Config, pretrained, tokenizer, seed: int) -> LMPPOAgent:
     from accelerate import Accelerator
 
     from policies.value_head import hidden_size
+    from rl_lab.lm.blocks import freeze_lower_layers
 
     if config.threads:
         torch.set_num_threads(config.threads)

@@ -135,6 +135,26 @@ def test_trainable_layers_freezes_everything_below_the_top_blocks(tokenizer):
     assert any(name.endswith("model.norm.weight") for name in trainable)
 
 
+def test_cached_frozen_blocks_give_the_same_rollout_reference_and_update(tokenizer):
+    """With --trainable-layers the frozen blocks run once per rollout; nothing else changes."""
+    cached, full = make(tokenizer, trainable_layers=1), make(tokenizer, trainable_layers=1)
+    assert cached.prefix is not None and cached.prefix["policy"].split == 1
+    full.prefix = None  # every pass through the whole model
+    for agent in (cached, full):
+        rollout_with_scores(agent, PROMPTS, np.linspace(-1, 1, len(PROMPTS)))
+    a, b = cached.rollout, full.rollout
+    assert "hidden" in a and "hidden" not in b
+    assert torch.equal(a["input_ids"], b["input_ids"])
+    torch.testing.assert_close(a["logprobs"], b["logprobs"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        cached.reference_logprobs(a), full.reference_logprobs(b), atol=1e-5, rtol=1e-5
+    )
+    cached.update(), full.update()
+    for (name, p), q in zip(cached.policy.named_parameters(), full.policy.parameters()):
+        torch.testing.assert_close(p, q, atol=1e-5, rtol=1e-4, msg=name)
+    assert dict(cached.policy.named_modules()).keys() == dict(full.policy.named_modules()).keys()
+
+
 def test_lora_trains_only_adapters_and_the_value_head(tokenizer):
     pytest.importorskip("peft")
     agent = make(tokenizer, lora_r=4)
