@@ -45,15 +45,21 @@ class RunConfig:
 
     seed: int = option(0, "random seed: the same seed on the same machine repeats the run", min=0)
     total_steps: int = option(
-        50_000, "training budget in env steps (PPO iterations for text tasks)", min=1
+        50_000,
+        "training budget in env steps (text tasks: PPO iterations, GRPO/RLOO optimizer steps)",
+        min=1,
     )
     num_envs: int = option(
-        1, "environments stepped together (text tasks: prompts per rollout)", min=1
+        1,
+        "environments stepped together (text tasks: PPO prompts per rollout, GRPO/RLOO "
+        "completions per step)",
+        min=1,
     )
     eval_episodes: int = option(20, "episodes of each greedy evaluation", min=1)
     eval_interval: int = option(
         5_000,
-        "env steps (text tasks: PPO iterations) between evaluations during training (0: only at the end)",
+        "env steps (text tasks: iterations or steps) between evaluations during training "
+        "(0: only at the end)",
         min=0,
     )
     stop_when_solved: bool = option(

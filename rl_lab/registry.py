@@ -38,6 +38,16 @@ ALGOS: dict[str, AlgoSpec] = {
             "Proximal Policy Optimization: Gym control, and LM tuning against a reward",
         ),
         AlgoSpec(
+            "grpo",
+            {"text": "rl_lab.lm.trl_grpo"},
+            "Group Relative Policy Optimization (TRL's GRPOTrainer): LM tuning, no value model",
+        ),
+        AlgoSpec(
+            "rloo",
+            {"text": "rl_lab.lm.trl_rloo"},
+            "REINFORCE Leave-One-Out (TRL's RLOOTrainer): LM tuning, no value model",
+        ),
+        AlgoSpec(
             "reward",
             {"text": "rl_lab.lm.reward_cli"},
             "train the reward model (a sentiment classifier) for a text task",

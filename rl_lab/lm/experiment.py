@@ -40,11 +40,16 @@ class SampleFeed(Callback):
         if run.updates == self.seen:
             return
         self.seen = run.updates
-        lines = []
-        for prompt, completion, reward in run.agent.samples:
-            text = " ".join(f"{prompt} ▸{completion}".split())
-            lines.append(f"{reward:+6.2f}  {text[: self.width]}")
-        self.board.samples = lines
+        self.board.samples = sample_lines(run.agent.samples, self.width)
+
+
+def sample_lines(samples, width: int = 110) -> list[str]:
+    """Dashboard lines for (prompt, completion, reward) triples: reward, then the text."""
+    lines = []
+    for prompt, completion, reward in samples:
+        text = " ".join(f"{prompt} ▸{completion}".split())
+        lines.append(f"{reward:+6.2f}  {text[:width]}")
+    return lines
 
 
 class LMEvaluator(Callback):
@@ -78,11 +83,10 @@ class LMEvaluator(Callback):
 class Experiment:
     """LM PPO on a text task; built (and validated) in full before anything is written."""
 
+    steps_name = "PPO iterations"  # what run.updates counts, for summary.md and the last line
+
     def __init__(self, spec, task, module, run_config: RunConfig, algo_config, run_dir: Path):
         from envs.text import TextEnv
-        from rl_lab.lm.assets import load_policy, quiet_transformers
-        from rl_lab.lm.prompts import load_prompts
-        from rl_lab.lm.rewards import build_reward
 
         self.spec, self.task, self.module = spec, task, module
         self.run_config, self.config, self.run_dir = run_config, algo_config, Path(run_dir)
@@ -92,24 +96,8 @@ class Experiment:
                 f"--num-envs {rc.num_envs} (prompts per iteration) must be a "
                 f"multiple of --mini-batch-size {c.mini_batch_size}"
             )
-        with quiet_transformers():
-            pretrained, self.tokenizer = load_policy(c.policy)
-            self.reward = build_reward(c.reward)
-        path = c.prompts or None
-        lengths = dict(min_tokens=c.prompt_min_tokens, max_tokens=c.prompt_max_tokens)
-        self.train_prompts = load_prompts(
-            self.tokenizer, "train", seed=rc.seed, path=path, **lengths
-        )
-        # Every run evaluates on the same held-out prompts (a user's file serves both roles).
-        self.eval_prompts = load_prompts(
-            self.tokenizer, "eval", n=rc.eval_episodes, seed=0, path=path, **lengths
-        )[: rc.eval_episodes]
-        check_context(
-            pretrained.config,
-            self.tokenizer,
-            self.train_prompts + self.eval_prompts,
-            c.max_new_tokens,
-            c.policy,
+        pretrained, self.tokenizer, self.reward, self.train_prompts, self.eval_prompts = (
+            load_text_task(c, rc)
         )
         self.agent = module.make_agent(c, pretrained, self.tokenizer, rc.seed)
         self.env = TextEnv(self.train_prompts, self.reward, rc.num_envs, c.score_prompt)
@@ -131,14 +119,13 @@ class Experiment:
     create = classmethod(GymExperiment.create.__func__)
 
     @classmethod
-    def load(cls, run_dir, run_flags: dict | None = None) -> Experiment:
-        """Rebuild a saved run's experiment and load its latest checkpoint."""
+    def build_saved(cls, run_dir, run_flags: dict | None = None) -> Experiment:
+        """A saved run's experiment rebuilt from its config.json (no trained weights yet)."""
         from rl_lab.registry import get_algo, get_task
 
         saved = read_run_config(run_dir)
         spec, task = get_algo(saved["algo"]), get_task(saved["task"])
         module = importlib.import_module(spec.modules[task.kind])
-        state = checkpoint.load(Path(run_dir) / "checkpoints")
         try:
             run_config = from_dict(RunConfig, {**saved["run"], **(run_flags or {})})
             algo_config = from_dict(module.Config, saved["algo_config"])
@@ -146,7 +133,14 @@ class Experiment:
             raise UserError(
                 f"{run_dir}/config.json does not fit this version ({error}): start a new run"
             ) from None
-        experiment = cls(spec, task, module, run_config, algo_config, Path(run_dir))
+        return cls(spec, task, module, run_config, algo_config, Path(run_dir))
+
+    @classmethod
+    def load(cls, run_dir, run_flags: dict | None = None) -> Experiment:
+        """Rebuild a saved run's experiment and load its latest checkpoint."""
+        read_run_config(run_dir)
+        state = checkpoint.load(Path(run_dir) / "checkpoints")
+        experiment = cls.build_saved(run_dir, run_flags)
         try:
             experiment.agent.load_state_dict(state["agent"])
         except (KeyError, ValueError) as error:
@@ -195,18 +189,7 @@ class Experiment:
         from rl_lab.logging import MetricLogger
 
         rc, run, n = self.run_config, self.run, self.per_iteration
-        before_path = self.run_dir / BEFORE_FILE
-        if not before_path.is_file():
-            print(
-                f"evaluating the starting model on {len(self.eval_prompts)} held-out prompts",
-                flush=True,
-            )
-            started = time.perf_counter()
-            before = self.evaluate().to_dict()
-            run.timers["eval"] += time.perf_counter() - started
-            checkpoint.atomic_write_text(before_path, json.dumps(before, indent=2) + "\n")
-        before = json.loads(before_path.read_text())
-
+        before = self.evaluate_before()
         board = Dashboard(live=None if dashboard else False, unit="completions")
         logger = MetricLogger(self.run_dir)
         callbacks = [
@@ -226,6 +209,25 @@ class Experiment:
                 f"`python -m rl_lab.run --resume {self.run_dir}`"
             )
             return 130
+        return self.finish(before)
+
+    def evaluate_before(self) -> dict:
+        """The starting model's held-out evaluation, computed once per run (a resume reuses it)."""
+        before_path = self.run_dir / BEFORE_FILE
+        if not before_path.is_file():
+            print(
+                f"evaluating the starting model on {len(self.eval_prompts)} held-out prompts",
+                flush=True,
+            )
+            started = time.perf_counter()
+            before = self.evaluate().to_dict()
+            self.run.timers["eval"] += time.perf_counter() - started
+            checkpoint.atomic_write_text(before_path, json.dumps(before, indent=2) + "\n")
+        return json.loads(before_path.read_text())
+
+    def finish(self, before: dict) -> int:
+        """Final held-out evaluation, the tuned model, eval.json, summary.md; exit status 0."""
+        run = self.run
         started = time.perf_counter()
         after = self.evaluate().to_dict()
         run.timers["eval"] += time.perf_counter() - started
@@ -236,7 +238,7 @@ class Experiment:
             f"held-out positive fraction {b['positive_fraction']:.2f} -> "
             f"{a['positive_fraction']:.2f}, mean reward {b['mean_reward']:.2f} -> "
             f"{a['mean_reward']:.2f}, KL {a['kl']:.2f}, perplexity {b['perplexity']:.1f} -> "
-            f"{a['perplexity']:.1f} ({run.updates} iterations, {run.elapsed:.0f} s); "
+            f"{a['perplexity']:.1f} ({run.updates} {self.steps_name}, {run.elapsed:.0f} s); "
             f"results in {self.run_dir}"
         )
         return 0
@@ -281,18 +283,27 @@ class Experiment:
         write_curve(self.run_dir / "curve.png", rows, run.title, None)
         config = json.loads((self.run_dir / "config.json").read_text())
         checkpoint.atomic_write_text(
-            self.run_dir / "summary.md", summary_markdown(run.title, report, config)
+            self.run_dir / "summary.md",
+            summary_markdown(
+                run.title,
+                report,
+                config,
+                self.steps_name,
+                checkpoints=(self.run_dir / "checkpoints").is_dir(),
+            ),
         )
 
     # ------------------------------------------------------------ `python -m rl_lab.run eval`
 
-    @staticmethod
-    def evaluate_run_dir(run_dir: str, episodes: int | None, seed: int | None, video: bool) -> None:
-        """Re-evaluate a saved LM run's latest checkpoint on held-out prompts."""
+    @classmethod
+    def evaluate_run_dir(
+        cls, run_dir: str, episodes: int | None, seed: int | None, video: bool
+    ) -> None:
+        """Re-evaluate a saved LM run's trained weights on held-out prompts."""
         if video:
             raise UserError("--video records Gym episodes; text runs have no frames to record")
         flags = {"eval_episodes": episodes} if episodes else {}
-        experiment = Experiment.load(run_dir, flags)
+        experiment = cls.load(run_dir, flags)
         if seed is not None:
             experiment.eval_seed = seed
         result = experiment.evaluate()
@@ -305,6 +316,29 @@ class Experiment:
             f"perplexity {m['perplexity']:.1f}, distinct-2 {m['distinct_2']:.2f} over "
             f"{m['prompts']} prompts (seed {experiment.eval_seed}); written to {out}"
         )
+
+
+def load_text_task(c, rc: RunConfig):
+    """(policy model, tokenizer, reward, train prompts, held-out prompts) for algorithm config
+    `c` (policy, reward, prompts, prompt lengths, max_new_tokens), every asset checked."""
+    from rl_lab.lm.assets import load_policy, quiet_transformers
+    from rl_lab.lm.prompts import load_prompts
+    from rl_lab.lm.rewards import build_reward
+
+    with quiet_transformers():
+        pretrained, tokenizer = load_policy(c.policy)
+        reward = build_reward(c.reward)
+    path = c.prompts or None
+    lengths = dict(min_tokens=c.prompt_min_tokens, max_tokens=c.prompt_max_tokens)
+    train_prompts = load_prompts(tokenizer, "train", seed=rc.seed, path=path, **lengths)
+    # Every run evaluates on the same held-out prompts (a user's file serves both roles).
+    eval_prompts = load_prompts(
+        tokenizer, "eval", n=rc.eval_episodes, seed=0, path=path, **lengths
+    )[: rc.eval_episodes]
+    check_context(
+        pretrained.config, tokenizer, train_prompts + eval_prompts, c.max_new_tokens, c.policy
+    )
+    return pretrained, tokenizer, reward, train_prompts, eval_prompts
 
 
 def check_context(
@@ -330,7 +364,13 @@ def check_context(
         )
 
 
-def summary_markdown(title: str, report: dict, config: dict) -> str:
+def summary_markdown(
+    title: str,
+    report: dict,
+    config: dict,
+    steps_name: str = "PPO iterations",
+    checkpoints: bool = True,
+) -> str:
     """summary.md: metrics before/after, held-out completions before/after, the config."""
     from rl_lab.lm.evaluation import METRICS
 
@@ -339,7 +379,7 @@ def summary_markdown(title: str, report: dict, config: dict) -> str:
     lines = [
         f"# {title}",
         "",
-        f"{report['iterations']} PPO iterations ({report['completions']:,} completions), "
+        f"{report['iterations']} {steps_name} ({report['completions']:,} completions), "
         f"{report['wall_seconds'] / 60:.1f} min wall, stopped: {report['stop_reason']}. "
         f"Held-out prompts: {before['prompts']}.",
         "",
@@ -361,8 +401,9 @@ def summary_markdown(title: str, report: dict, config: dict) -> str:
         )
     lines += [
         "",
-        "Files: `config.json`, `metrics.jsonl`, `tensorboard/`, `checkpoints/`, "
-        "`eval.json`, `model/` (save_pretrained), `curve.png`.",
+        "Files: `config.json`, `metrics.jsonl`, `tensorboard/`, "
+        + ("`checkpoints/`, " if checkpoints else "")
+        + "`eval.json`, `model/` (save_pretrained), `curve.png`.",
         "",
         "![reward per completion](curve.png)",
         "",

@@ -1,0 +1,297 @@
+"""TRL's GRPO and RLOO trainers on a text task, with our evaluation, dashboard, logger and reports.
+
+TRL runs its own training loop (GRPOTrainer / RLOOTrainer on transformers' Trainer). Everything
+around the loop is ours, so a GRPO or RLOO run directory reads like a PPO one: the same assets and
+checks (`load_text_task`), the same held-out evaluation before and after, the same `eval.json`,
+`summary.md`, `curve.png` and `model/`, and the same dashboard and `metrics.jsonl`, fed from
+TRL's steps and logs by a TrainerCallback (rl_lab.lm.trl_callback).
+
+Evaluation goes through an LM PPO agent built around the very model TRL trains (it never updates
+it): sampling, KL to a frozen copy of the starting model, perplexity and diversity are measured
+exactly as for PPO runs, so the numbers compare. TRL keeps its own frozen reference for `--beta`.
+
+`--total-steps` counts TRL optimizer steps and `--num-envs` the completions per step (prompts x
+`--num-generations`). TRL checkpoints are not kept, so `--resume` is refused; `eval RUN_DIR`
+re-evaluates the saved `model/`. One process: `accelerate launch` is for `ppo sentiment`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from envs.text import scored_texts
+from rl_lab.config import RunConfig, option, validate
+from rl_lab.errors import UserError
+from rl_lab.lm import ppo
+from rl_lab.lm.experiment import Experiment as LMExperiment
+from rl_lab.lm.experiment import LMEvaluator, load_text_task
+from rl_lab.loop import RunContext
+from rl_lab.runner import EVAL_SEED_OFFSET, read_run_config
+
+_PPO_FIELDS = {spec.name: spec for spec in dataclasses.fields(ppo.Config)}
+
+
+def like_ppo(name: str, help: str | None = None):
+    """LM PPO's option of that name: the same flag, default and checks (and help, unless given)."""
+    spec = _PPO_FIELDS[name]
+    checks = {k: v for k, v in spec.metadata.items() if k != "help"}
+    return option(spec.default, help or spec.metadata["help"], **checks)
+
+
+@dataclass
+class TRLConfig:
+    """Settings of the TRL-backed trainers (run settings: --num-envs completions per step,
+    --total-steps optimizer steps)."""
+
+    policy: str = like_ppo("policy")
+    reward: str = like_ppo("reward")
+    prompts: str = like_ppo("prompts")
+    score_prompt: bool = like_ppo("score_prompt")
+    prompt_min_tokens: int = like_ppo("prompt_min_tokens")
+    prompt_max_tokens: int = like_ppo("prompt_max_tokens")
+    max_new_tokens: int = like_ppo("max_new_tokens")
+    lr: float = like_ppo("lr")
+    num_generations: int = option(
+        4, "completions per prompt: the group whose rewards set each one's advantage", min=2
+    )
+    beta: float = option(
+        0.05,
+        "KL coefficient toward the frozen starting model (0: no reference in training)",
+        min=0.0,
+    )
+    num_iterations: int = option(
+        1,
+        "optimizer steps on each batch of completions (TRL's mu; above 1 the ratio is clipped)",
+        min=1,
+    )
+    clip_range: float = like_ppo("clip_range")
+    grad_accum: int = like_ppo("grad_accum")
+    max_grad_norm: float = like_ppo("max_grad_norm")
+    trainable_layers: int = like_ppo(
+        "trainable_layers", "train only the top N transformer blocks and the final norm (0: all)"
+    )
+    threads: int = like_ppo("threads")
+
+    def __post_init__(self):
+        validate(self)
+        if not math.isfinite(self.lr) or self.lr <= 0:
+            raise ValueError(f"--lr must be a positive number, got {self.lr}")
+        if self.prompt_min_tokens > self.prompt_max_tokens:
+            raise ValueError(
+                f"--prompt-min-tokens {self.prompt_min_tokens} exceeds "
+                f"--prompt-max-tokens {self.prompt_max_tokens}"
+            )
+
+    def trl_args(self) -> dict:
+        """Fields of the algorithm's own TRL config (GRPO's loss type, RLOO's normalisation)."""
+        return {}
+
+
+class TaskReward:
+    """Our reward as a TRL reward function; keeps what it scored for the dashboard and logger."""
+
+    def __init__(self, reward, score_prompt: bool):
+        self.reward, self.score_prompt = reward, score_prompt
+        self.scored: list[tuple[str, str, float]] = []
+
+    def __call__(self, prompts: list[str], completions: list[str], **kwargs) -> list[float]:
+        texts = scored_texts(list(prompts), list(completions), self.score_prompt)
+        scores = np.asarray(self.reward(texts), dtype=np.float64).tolist()
+        self.scored += zip(prompts, completions, scores)
+        return scores
+
+    def take(self) -> list[tuple[str, str, float]]:
+        """(prompt, completion, reward) scored since the last call."""
+        scored, self.scored = self.scored, []
+        return scored
+
+
+class TRLExperiment(LMExperiment):
+    """A TRL trainer (the algorithm module's `trainer_classes()`) on a text task."""
+
+    def __init__(self, spec, task, module, run_config: RunConfig, algo_config, run_dir: Path):
+        self.spec, self.task, self.module = spec, task, module
+        self.run_config, self.config, self.run_dir = run_config, algo_config, Path(run_dir)
+        self.steps_name = f"{spec.name.upper()} steps"
+        c, rc = algo_config, run_config
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise UserError(
+                f"{spec.name} runs in one process: start it with `python -m rl_lab.run`, "
+                "not `accelerate launch`"
+            )
+        for flag, value in (
+            ("--num-generations", c.num_generations),
+            ("--grad-accum", c.grad_accum),
+        ):
+            if rc.num_envs % value:
+                raise UserError(
+                    f"--num-envs {rc.num_envs} (completions per step) must be a multiple of "
+                    f"{flag} {value}"
+                )
+        pretrained, self.tokenizer, self.reward, self.train_prompts, self.eval_prompts = (
+            load_text_task(c, rc)
+        )
+        per_step = rc.num_envs // c.num_generations
+        if len(self.train_prompts) < per_step:  # else TRL's sampler yields no batch at all
+            raise UserError(
+                f"a step needs {per_step} prompts (--num-envs {rc.num_envs} / --num-generations "
+                f"{c.num_generations}) but there are only {len(self.train_prompts)}: add "
+                "prompts or lower --num-envs"
+            )
+        self.model = pretrained
+        # Evaluation only (TRL trains self.model in place). Built with --trainable-layers, it
+        # freezes the lower blocks of that shared model, so TRL's optimizer gets only the rest.
+        evaluation = ppo.Config(
+            policy=c.policy,
+            max_new_tokens=c.max_new_tokens,
+            trainable_layers=c.trainable_layers,
+            threads=c.threads,
+        )
+        self.agent = ppo.make_agent(evaluation, pretrained, self.tokenizer, rc.seed)
+        self.per_iteration = rc.num_envs
+        self.run = RunContext(
+            self.agent,
+            self.completions(rc.total_steps),
+            rc.num_envs,
+            rc.seed,
+            self.run_dir,
+            title=f"{spec.name} · {task.name} · {c.policy} · seed {rc.seed}",
+        )
+        self.eval_seed = rc.seed + EVAL_SEED_OFFSET
+        self.trl_config = self.build_trl_config()  # TRL's own checks, before anything is written
+
+    def completions(self, steps: int) -> int:
+        """Completions sampled by optimizer step `steps` (each batch serves num_iterations)."""
+        return -(-steps // self.config.num_iterations) * self.run_config.num_envs
+
+    def build_trl_config(self):
+        config_cls, _ = self.module.trainer_classes()
+        c, rc = self.config, self.run_config
+        # transformers 5 renamed gradient_checkpointing (on by TRL's default): off by either name.
+        names = {spec.name for spec in dataclasses.fields(config_cls)}
+        new_name = "activation_checkpointing" in names
+        checkpointing = "activation_checkpointing" if new_name else "gradient_checkpointing"
+        try:
+            return config_cls(
+                output_dir=str(self.run_dir / "trl"),
+                max_steps=rc.total_steps,
+                per_device_train_batch_size=rc.num_envs // c.grad_accum,
+                gradient_accumulation_steps=c.grad_accum,
+                num_generations=c.num_generations,
+                max_completion_length=c.max_new_tokens,
+                learning_rate=c.lr,
+                lr_scheduler_type="constant",  # as LM PPO: no decay toward the end of a budget
+                beta=c.beta,
+                num_iterations=c.num_iterations,
+                epsilon=c.clip_range,
+                max_grad_norm=c.max_grad_norm,
+                # Sampled as LM PPO samples: the full distribution, no top-k/top-p cut.
+                temperature=1.0,
+                top_k=0,
+                top_p=1.0,
+                disable_dropout=True,
+                **{checkpointing: False},  # slower, and nothing to save at these sizes
+                bf16=False,  # TRL's default is bf16 autocast, even on CPU
+                seed=rc.seed,
+                logging_steps=rc.log_interval,
+                save_strategy="no",
+                report_to="none",
+                disable_tqdm=True,
+                dataloader_pin_memory=False,
+                **c.trl_args(),
+            )
+        except ValueError as error:
+            raise UserError(f"TRL rejects these settings: {str(error).splitlines()[0]}") from None
+
+    # ------------------------------------------------------------ construction
+
+    @classmethod
+    def resume(cls, run_dir, spec, task, module, run_flags, algo_flags):
+        read_run_config(run_dir)  # a missing or corrupt run directory says so first
+        raise UserError(
+            f"--resume is not supported for TRL-backed trainers ({spec.name}): start a new run"
+        )
+
+    @classmethod
+    def load(cls, run_dir, run_flags: dict | None = None) -> TRLExperiment:
+        """A finished run: its starting model as the reference, the tuned weights from model/."""
+        from transformers import AutoModelForCausalLM
+
+        from rl_lab.lm.assets import quiet_transformers
+
+        read_run_config(run_dir)
+        tuned = Path(run_dir) / "model"
+        if not (tuned / "config.json").is_file():
+            raise UserError(
+                f"{run_dir} has no model/ (the run did not finish, and TRL runs keep no "
+                "checkpoints): start a new run"
+            )
+        experiment = cls.build_saved(run_dir, run_flags)
+        with quiet_transformers():
+            weights = AutoModelForCausalLM.from_pretrained(tuned).state_dict()
+        experiment.model.load_state_dict(weights)
+        return experiment
+
+    # ------------------------------------------------------------ training
+
+    def train(self, dashboard: bool = True) -> int:
+        from datasets import Dataset
+        from transformers import PrinterCallback, ProgressCallback
+
+        from rl_lab.dashboard import Dashboard
+        from rl_lab.lm.assets import quiet_transformers
+        from rl_lab.lm.trl_callback import TRLBridge
+        from rl_lab.logging import MetricLogger
+
+        rc, run = self.run_config, self.run
+        before = self.evaluate_before()
+        board = Dashboard(live=None if dashboard else False, unit="completions")
+        logger = MetricLogger(self.run_dir)
+        scorer = TaskReward(self.reward, self.config.score_prompt)
+        callbacks = [
+            board,
+            logger,
+            LMEvaluator(self.evaluate, rc.eval_interval * rc.num_envs, logger, board),
+        ]
+        bridge = TRLBridge(run, callbacks, board, scorer, self.completions, self.config.beta)
+        _, trainer_cls = self.module.trainer_classes()
+        with quiet_transformers():
+            trainer = trainer_cls(
+                model=self.model,
+                reward_funcs=scorer,
+                args=self.trl_config,
+                train_dataset=Dataset.from_dict({"prompt": self.train_prompts}),
+                processing_class=self.tokenizer,
+                callbacks=[bridge],
+            )
+        for printer in (PrinterCallback, ProgressCallback):  # the dashboard reports instead
+            trainer.remove_callback(printer)
+        try:
+            with warnings.catch_warnings():
+                # TRL calls transformers names that transformers deprecates: not the user's to fix.
+                warnings.filterwarnings("ignore", ".*deprecated.*", FutureWarning)
+                trainer.train()
+        except KeyboardInterrupt:
+            run.interrupted, run.stop_reason = True, "interrupted"
+        finally:
+            bridge.close()
+            board.close()
+            with contextlib.suppress(OSError):  # TRL's output dir, empty without checkpoints
+                (self.run_dir / "trl").rmdir()
+        if run.interrupted:
+            print(
+                f"interrupted after {run.updates} {self.steps_name}; TRL runs keep no checkpoints "
+                f"(metrics so far are in {self.run_dir}): start a new run"
+            )
+            return 130
+        run.stop_reason = "budget" if run.updates >= rc.total_steps else "stopped"
+        self.model.eval()
+        return self.finish(before)
