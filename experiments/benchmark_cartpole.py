@@ -231,26 +231,45 @@ def markdown(results: dict) -> str:
                     f"{r['env_steps']:,} | {fmt(r['train_seconds'])} | "
                     f"{fmt(r['sps'], 0)} | {fmt(r['ups'], 0)} |"
                 )
-        lines += [
-            "",
-            "| variant | solved (first) | final policies solving | median s to 1st "
-            "solve | median steps to 1st solve | median final eval | steps/s | updates/s |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for variant, rows in variants.items():
-            s = summarize(rows)
-            lines.append(
-                f"| {variant} | {s['solved_first']}/{s['seeds']} | "
-                f"{s['final_solved']}/{s['seeds']} | "
-                f"{fmt(s['median_first_solve_seconds'])} | "
-                f"{fmt(s['median_first_solve_step'], 0)} | "
-                f"{fmt(s['median_final_eval'])} | {fmt(s['median_sps'], 0)} | "
-                f"{fmt(s['median_ups'], 0)} |"
-            )
-        ours, sb3 = summarize(variants["ours"]), summarize(variants["sb3"])
-        ratio = sb3["median_first_solve_seconds"] / ours["median_first_solve_seconds"]
-        lines += ["", f"Median wall time to first solve, SB3 / ours: **{ratio:.1f}x**.", ""]
+        seeds = sorted({r["seed"] for rows in variants.values() for r in rows})
+        subsets = {f"seeds {seeds[0]}-{seeds[-1]}": seeds}
+        if len(seeds) > 5:  # the protocol is seeds 0-4: summarize those apart too
+            subsets[f"seeds {seeds[0]}-{seeds[4]}"] = seeds[:5]
+        for label, chosen in subsets.items():
+            picked = {
+                variant: [r for r in rows if r["seed"] in chosen]
+                for variant, rows in variants.items()
+            }
+            lines += summary_table(label, picked)
     return "\n".join(lines)
+
+
+def summary_table(label: str, variants: dict) -> list[str]:
+    lines = [
+        "",
+        f"Summary over {label}:",
+        "",
+        "| variant | solved (first) | final policies solving | median s to 1st "
+        "solve | median steps to 1st solve | median final eval | steps/s | updates/s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for variant, rows in variants.items():
+        s = summarize(rows)
+        lines.append(
+            f"| {variant} | {s['solved_first']}/{s['seeds']} | "
+            f"{s['final_solved']}/{s['seeds']} | "
+            f"{fmt(s['median_first_solve_seconds'])} | "
+            f"{fmt(s['median_first_solve_step'], 0)} | "
+            f"{fmt(s['median_final_eval'])} | {fmt(s['median_sps'], 0)} | "
+            f"{fmt(s['median_ups'], 0)} |"
+        )
+    ours, sb3 = summarize(variants["ours"]), summarize(variants["sb3"])
+    ratio = sb3["median_first_solve_seconds"] / ours["median_first_solve_seconds"]
+    return lines + [
+        "",
+        f"Median wall time to first solve, SB3 / ours ({label}): **{ratio:.1f}x**.",
+        "",
+    ]
 
 
 def main() -> None:

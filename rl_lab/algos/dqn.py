@@ -25,7 +25,7 @@ from rl_lab.optim import FlatAdam
 
 @dataclass
 class DQNConfig:
-    """DQN hyperparameters (defaults are CartPole's preset)."""
+    """DQN hyperparameters (defaults tuned on CartPole; its preset adds 10-step returns)."""
 
     lr: float = option(2.3e-3, "Adam learning rate", min=0.0)
     batch_size: int = option(64, "transitions per gradient step", min=1)
@@ -226,9 +226,14 @@ PRESETS: dict[str, dict[str, dict]] = {
             "total_steps": 50_000,
             "eval_interval": 1_000,
             "stop_when_solved": True,
-            "solved_patience": 2,
+            # Three solving evaluations in a row before stopping: two let a policy that is
+            # about to collapse through (seeds 0-9, experiments/benchmark_cartpole.py).
+            "solved_patience": 3,
         },
-        "algo": {},
+        # A reward every step: 10-step returns carry the value of staying up back ten states
+        # per target sync. Median first solve over seeds 0-9: 8k env steps, against 19k for
+        # 3-step returns and 14.5k for 5-step ones.
+        "algo": {"n_step": 10},
     },
     "acrobot": {
         "run": {"total_steps": 100_000, "eval_interval": 5_000, "stop_when_solved": True},
