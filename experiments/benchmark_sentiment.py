@@ -2,6 +2,7 @@
 
     python experiments/benchmark_sentiment.py                       # the bare preset
     python experiments/benchmark_sentiment.py -- --reward vader     # extra flags for the run
+    python experiments/benchmark_sentiment.py --algo ppo grpo -- --reward vader  # side by side
 
 Runs the command as a user does (a subprocess, so the wall time includes loading the models
 and both held-out evaluations), then prints and saves the held-out metrics before and after,
@@ -49,12 +50,14 @@ def targets(before: dict, after: dict, minutes: float) -> dict[str, bool]:
 def markdown(result: dict) -> str:
     before, after = result["eval"]["before"], result["eval"]["after"]
     lines = [
-        "# PPO sentiment benchmark",
+        f"# {result['command'].split()[3].upper()} sentiment benchmark",
         "",
         f"`{result['command']}`",
         "",
         f"- wall time of the whole command: **{result['wall_minutes']:.1f} min** "
-        f"({result['eval']['iterations']} iterations); load average at the start "
+        f"({result['eval']['iterations']} iterations); positive fraction gained per minute: "
+        f"{(after['positive_fraction'] - before['positive_fraction']) / result['wall_minutes']:.3f}"
+        f"; load average at the start "
         f"{result['load_average_start']}, at the end {result['load_average_end']}",
         f"- machine: {result['machine']}",
         "",
@@ -83,46 +86,68 @@ def markdown(result: dict) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--algo",
+        nargs="+",
+        default=["ppo"],
+        choices=["ppo", "grpo", "rloo"],
+        help="several: run side by side, at the same time, one torch thread each",
+    )
     parser.add_argument("--name", default="benchmark_sentiment", help="results file name")
-    parser.add_argument("extra", nargs="*", help="flags passed on to the run (after --)")
+    parser.add_argument("extra", nargs="*", help="flags passed on to the runs (after --)")
     args = parser.parse_args()
-    run_dir = ROOT / "runs" / f"bench-sentiment-{datetime.now():%Y%m%d-%H%M%S}"
-    command = [
-        sys.executable,
-        "-m",
-        "rl_lab.run",
-        "ppo",
-        "sentiment",
-        "--no-dashboard",
-        "--run-dir",
-        str(run_dir),
-        *args.extra,
-    ]
-    shown = "python -m rl_lab.run ppo sentiment " + " ".join(command[6:])
-    print(shown, flush=True)
+    together = len(args.algo) > 1
+    stamp = f"{datetime.now():%Y%m%d-%H%M%S}"
+    runs = {}
     load_start = load_average()
-    started = time.perf_counter()
-    status = subprocess.run(command, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}).returncode
-    minutes = (time.perf_counter() - started) / 60
-    if status != 0:
-        print(f"the run failed with exit status {status}", file=sys.stderr)
-        return status
-    report = json.loads((run_dir / "eval.json").read_text())
-    result = {
-        "command": shown,
-        "run_dir": str(run_dir.relative_to(ROOT)),
-        "wall_minutes": minutes,
-        "load_average_start": load_start,
-        "load_average_end": load_average(),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
-        "eval": report,
-        "targets": targets(report["before"], report["after"], minutes),
-    }
+    for algo in args.algo:
+        run_dir = ROOT / "runs" / f"bench-{algo}-sentiment-{stamp}"
+        flags = ["--no-dashboard", "--run-dir", str(run_dir), *args.extra]
+        if together:  # two cores, two runs: one thread each, or they fight over both
+            flags += ["--threads", "1"]
+        shown = f"python -m rl_lab.run {algo} sentiment " + " ".join(flags)
+        print(shown, flush=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "rl_lab.run", algo, "sentiment", *flags],
+            cwd=ROOT,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+        runs[algo] = (run_dir, shown, process, time.perf_counter())
+    results = {}
+    for algo, (run_dir, shown, process, started) in runs.items():
+        status = process.wait()
+        minutes = (time.perf_counter() - started) / 60
+        if status != 0:
+            print(f"the {algo} run failed with exit status {status}", file=sys.stderr)
+            return status
+        report = json.loads((run_dir / "eval.json").read_text())
+        results[algo] = {
+            "command": shown,
+            "run_dir": str(run_dir.relative_to(ROOT)),
+            "wall_minutes": minutes,
+            "load_average_start": load_start,
+            "load_average_end": load_average(),
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+            "side_by_side_with": [other for other in args.algo if other != algo],
+            "eval": report,
+            "targets": targets(report["before"], report["after"], minutes),
+        }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    text = markdown(result)
-    (RESULTS / f"{args.name}.md").write_text(text)
-    print(text)
+    for algo, result in results.items():
+        name = f"{args.name}_{algo}" if together else args.name
+        (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        text = markdown(result)
+        (RESULTS / f"{name}.md").write_text(text)
+        print(text)
+    if together:
+        print("positive fraction gained per minute (same machine, same time, one thread each):")
+        for algo, result in results.items():
+            before, after = result["eval"]["before"], result["eval"]["after"]
+            gain = after["positive_fraction"] - before["positive_fraction"]
+            print(
+                f"  {algo}: {gain / result['wall_minutes']:.4f} ({gain:+.3f} in "
+                f"{result['wall_minutes']:.1f} min)"
+            )
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -91,6 +92,7 @@ class Experiment:
         self.spec, self.task, self.module = spec, task, module
         self.run_config, self.config, self.run_dir = run_config, algo_config, Path(run_dir)
         c, rc = algo_config, run_config
+        require_one_process(spec.name)
         if rc.num_envs % c.mini_batch_size:
             raise UserError(
                 f"--num-envs {rc.num_envs} (prompts per iteration) must be a "
@@ -315,6 +317,16 @@ class Experiment:
             f"{m['positive_fraction']:.2f}, mean reward {m['mean_reward']:.2f}, KL {m['kl']:.2f}, "
             f"perplexity {m['perplexity']:.1f}, distinct-2 {m['distinct_2']:.2f} over "
             f"{m['prompts']} prompts (seed {experiment.eval_seed}); written to {out}"
+        )
+
+
+def require_one_process(algo: str) -> None:
+    """A one-line error under a multi-process launch: every process would write the run
+    directory, and nothing splits prompts or evaluation across processes yet."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError(
+            f"{algo} on a text task runs in one process for now: start it with "
+            "`python -m rl_lab.run` or `accelerate launch --num_processes 1 -m rl_lab.run`"
         )
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from rl_lab.config import RunConfig, option, validate
 from rl_lab.errors import UserError
 from rl_lab.lm import ppo
 from rl_lab.lm.experiment import Experiment as LMExperiment
-from rl_lab.lm.experiment import LMEvaluator, load_text_task
+from rl_lab.lm.experiment import LMEvaluator, load_text_task, require_one_process
 from rl_lab.loop import RunContext
 from rl_lab.runner import EVAL_SEED_OFFSET, read_run_config
 
@@ -122,11 +121,7 @@ class TRLExperiment(LMExperiment):
         self.run_config, self.config, self.run_dir = run_config, algo_config, Path(run_dir)
         self.steps_name = f"{spec.name.upper()} steps"
         c, rc = algo_config, run_config
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise UserError(
-                f"{spec.name} runs in one process: start it with `python -m rl_lab.run`, "
-                "not `accelerate launch`"
-            )
+        require_one_process(spec.name)
         for flag, value in (
             ("--num-generations", c.num_generations),
             ("--grad-accum", c.grad_accum),

@@ -267,8 +267,8 @@ def test_cli_smoke_writes_before_and_after_and_resumes(policy_dir, tmp_path, cap
     assert json.loads((run_dir / "reeval.json").read_text())["prompts"] == 4
 
 
-@pytest.mark.parametrize("case", ["empty prompts", "context", "not causal"])
-def test_bad_input_is_one_line_and_exit_2(case, policy_dir, tmp_path, capsys):
+@pytest.mark.parametrize("case", ["empty prompts", "context", "not causal", "processes"])
+def test_bad_input_is_one_line_and_exit_2(case, policy_dir, tmp_path, capsys, monkeypatch):
     args = [
         "ppo",
         "sentiment",
@@ -286,6 +286,8 @@ def test_bad_input_is_one_line_and_exit_2(case, policy_dir, tmp_path, capsys):
         args += ["--prompts", str(empty)]
     elif case == "context":
         args += ["--max-new-tokens", "100"]  # the tiny policy's context is 64 tokens
+    elif case == "processes":  # as under `accelerate launch --num_processes 2`
+        monkeypatch.setenv("WORLD_SIZE", "2")
     else:
         from transformers import BertConfig, BertForSequenceClassification
 
