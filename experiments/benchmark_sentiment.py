@@ -113,10 +113,16 @@ def main() -> int:
             env={**os.environ, "HF_HUB_OFFLINE": "1"},
         )
         runs[algo] = (run_dir, shown, process, time.perf_counter())
+    finished = {}
+    while len(finished) < len(runs):  # note each run's own end, not the last one's
+        for algo, (_, _, process, _) in runs.items():
+            if algo not in finished and process.poll() is not None:
+                finished[algo] = time.perf_counter()
+        time.sleep(1)
     results = {}
     for algo, (run_dir, shown, process, started) in runs.items():
-        status = process.wait()
-        minutes = (time.perf_counter() - started) / 60
+        status = process.returncode
+        minutes = (finished[algo] - started) / 60
         if status != 0:
             print(f"the {algo} run failed with exit status {status}", file=sys.stderr)
             return status

@@ -7,6 +7,8 @@ run through the same lines below.
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -115,11 +117,36 @@ def real_next_obs(next_obs, infos: dict, done: np.ndarray):
     return result
 
 
+class CtrlC:
+    """Turns the first Ctrl-C into a request to stop after the current step.
+
+    A KeyboardInterrupt raised wherever the main thread happens to be can land inside a lock
+    of a queue (the TensorBoard writer's, say), which then hangs on close; a flag checked
+    between steps cannot. A second Ctrl-C raises KeyboardInterrupt as usual.
+    """
+
+    def __init__(self):
+        self.pressed = False
+        self.installed = threading.current_thread() is threading.main_thread()  # else can't
+        if self.installed:
+            self.previous = signal.signal(signal.SIGINT, self.handle)
+
+    def handle(self, signum, frame) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+        self.pressed = True
+
+    def restore(self) -> None:
+        if self.installed:
+            previous = self.previous if self.previous is not None else signal.default_int_handler
+            signal.signal(signal.SIGINT, previous)
+
+
 def train(agent, env, run: RunContext, callbacks: list[Callback], log_every: int = 1000) -> None:
     """Step the env(s), feed the agent, update when it is ready, tell the callbacks.
 
-    Ctrl-C ends the loop cleanly (run.interrupted), and on_train_end still runs, so the
-    checkpointer saves and the dashboard gives the terminal back.
+    Ctrl-C ends the loop cleanly after the current step (run.interrupted), and on_train_end
+    still runs, so the checkpointer saves and the dashboard gives the terminal back.
     """
     obs, _ = env.reset(seed=run.seed + run.env_steps)
     episode_return = np.zeros(run.num_envs)
@@ -132,8 +159,9 @@ def train(agent, env, run: RunContext, callbacks: list[Callback], log_every: int
     )
     for callback in callbacks:
         callback.on_train_start(run)
+    ctrl_c = CtrlC()
     try:
-        while run.env_steps < run.total_steps:
+        while run.env_steps < run.total_steps and not ctrl_c.pressed:
             tick = time.perf_counter()
             actions = agent.act(obs, explore=True)
             next_obs, rewards, terminated, truncated, infos = env.step(actions)
@@ -181,11 +209,14 @@ def train(agent, env, run: RunContext, callbacks: list[Callback], log_every: int
                 callback.on_step(run)
             if any(callback.should_stop(run) for callback in callbacks):
                 break
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside Python's reach of the flag
+        ctrl_c.pressed = True
+    finally:
+        ctrl_c.restore()
+        env.close()
+    if ctrl_c.pressed:
         run.interrupted = True
         run.stop_reason = "interrupted"
-    finally:
-        env.close()
     if run.stop_reason is None:
         run.stop_reason = "budget" if run.env_steps >= run.total_steps else "stopped"
     for callback in callbacks:

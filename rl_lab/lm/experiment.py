@@ -247,15 +247,16 @@ class Experiment:
 
     def save_model(self) -> None:
         """The tuned LM (LoRA merged in) and its tokenizer in save_pretrained form."""
-        from rl_lab.lm.assets import replace_dir, temp_dir_beside
+        from rl_lab.lm.assets import quiet_transformers, replace_dir, temp_dir_beside
 
         model = self.agent.policy.pretrained
         if hasattr(model, "merge_and_unload"):  # PEFT: a plain model loads without peft
             model = model.merge_and_unload()
         out = self.run_dir / "model"
         tmp = temp_dir_beside(out)
-        model.save_pretrained(tmp)
-        self.tokenizer.save_pretrained(tmp)
+        with quiet_transformers():  # no "Writing model shards" bar in the run's output
+            model.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
         replace_dir(tmp, out)
 
     def write_results(self, before: dict, after: dict) -> None:
