@@ -14,7 +14,7 @@ Rows: `ours` is the bare `python -m rl_lab.run ALGO cartpole` preset (which stop
 evaluation solves); `ours-full` is the same preset made to train for its whole budget (does
 the policy hold up?); `sb3` is SB3 with the rl-zoo3 CartPole-v1 hyperparameters and its full
 budget. Steps/s and updates/s count training time only (evaluation excluded); updates are
-gradient steps. Results: experiments/results/benchmark_cartpole.{json,md}.
+gradient steps. Results: experiments/results/benchmark_cartpole.{json,md} (or --name).
 """
 
 from __future__ import annotations
@@ -277,6 +277,7 @@ def main() -> None:
     parser.add_argument("--algos", nargs="+", default=["dqn", "ppo"], choices=["dqn", "ppo"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--skip-full", action="store_true", help="skip the ours-full rows")
+    parser.add_argument("--name", default="benchmark_cartpole", help="results file name")
     args = parser.parse_args()
     torch.set_num_threads(1)  # the same for both libraries; a second thread gives nothing here
     results = {"eval_interval": EVAL_INTERVAL, "eval_episodes": EVAL_EPISODES, "algos": {}}
@@ -300,9 +301,9 @@ def main() -> None:
                 )
         results["algos"][algo] = variants
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "benchmark_cartpole.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(results, indent=2) + "\n")
     text = markdown(results)
-    (RESULTS / "benchmark_cartpole.md").write_text(text + "\n")
+    (RESULTS / f"{args.name}.md").write_text(text + "\n")
     print(text)
 
 

@@ -89,14 +89,7 @@ class Config:
     )
 
     def __post_init__(self):
-        validate(self)
-        if not math.isfinite(self.lr) or self.lr <= 0:
-            raise ValueError(f"--lr must be a positive number, got {self.lr}")
-        if self.prompt_min_tokens > self.prompt_max_tokens:
-            raise ValueError(
-                f"--prompt-min-tokens {self.prompt_min_tokens} exceeds "
-                f"--prompt-max-tokens {self.prompt_max_tokens}"
-            )
+        check_text_config(self)
         if self.mini_batch_size % self.grad_accum:
             raise ValueError(
                 f"--mini-batch-size {self.mini_batch_size} must be a multiple of "
@@ -104,6 +97,18 @@ class Config:
             )
         if self.lora_r and self.trainable_layers:
             raise ValueError("choose --lora-r or --trainable-layers, not both")
+
+
+def check_text_config(config) -> None:
+    """The checks every LM algorithm's config shares (LM PPO's, and the TRL trainers')."""
+    validate(config)
+    if not math.isfinite(config.lr) or config.lr <= 0:
+        raise ValueError(f"--lr must be a positive number, got {config.lr}")
+    if config.prompt_min_tokens > config.prompt_max_tokens:
+        raise ValueError(
+            f"--prompt-min-tokens {config.prompt_min_tokens} exceeds "
+            f"--prompt-max-tokens {config.prompt_max_tokens}"
+        )
 
 
 # Sized for 15 minutes on 2 quiet CPU cores with SmolLM2-135M and the MiniLM reward model

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from envs.text import scored_texts
-from rl_lab.config import RunConfig, option, validate
+from rl_lab.config import RunConfig, option
 from rl_lab.errors import UserError
 from rl_lab.lm import ppo
 from rl_lab.lm.experiment import Experiment as LMExperiment
@@ -80,14 +79,7 @@ class TRLConfig:
     threads: int = like_ppo("threads")
 
     def __post_init__(self):
-        validate(self)
-        if not math.isfinite(self.lr) or self.lr <= 0:
-            raise ValueError(f"--lr must be a positive number, got {self.lr}")
-        if self.prompt_min_tokens > self.prompt_max_tokens:
-            raise ValueError(
-                f"--prompt-min-tokens {self.prompt_min_tokens} exceeds "
-                f"--prompt-max-tokens {self.prompt_max_tokens}"
-            )
+        ppo.check_text_config(self)
 
     def trl_args(self) -> dict:
         """Fields of the algorithm's own TRL config (GRPO's loss type, RLOO's normalisation)."""

@@ -17,18 +17,7 @@ from policies.value_head import CausalLMWithValueHead  # noqa: E402
 from rl_lab.buffers import Transition  # noqa: E402
 from rl_lab.lm import ppo  # noqa: E402
 from rl_lab.run import main  # noqa: E402
-from tests.lm.tiny import save_tiny_policy, tiny_llama, tiny_tokenizer  # noqa: E402
-
-PROMPTS = [
-    "This movie",
-    "The film was",
-    "I think",
-    "A story about",
-    "What a",
-    "The acting",
-    "It is",
-    "My friend said",
-]
+from tests.lm.tiny import PROMPTS, save_tiny_policy, tiny_llama, tiny_tokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="module")

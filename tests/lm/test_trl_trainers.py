@@ -14,18 +14,7 @@ pytest.importorskip("datasets")
 
 from rl_lab.lm import rewards  # noqa: E402
 from rl_lab.run import main  # noqa: E402
-from tests.lm.tiny import save_tiny_policy  # noqa: E402
-
-PROMPTS = [
-    "This movie",
-    "The film was",
-    "I think",
-    "A story about",
-    "What a",
-    "The acting",
-    "It is",
-    "My friend said",
-]
+from tests.lm.tiny import PROMPTS, save_tiny_policy  # noqa: E402
 
 
 @pytest.fixture(scope="module")

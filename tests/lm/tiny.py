@@ -15,6 +15,18 @@ CORPUS = [
     "A great, great movie!",
 ]
 
+# Short review openings for the tiny models' rollouts.
+PROMPTS = [
+    "This movie",
+    "The film was",
+    "I think",
+    "A story about",
+    "What a",
+    "The acting",
+    "It is",
+    "My friend said",
+]
+
 
 def tiny_tokenizer(vocab_size: int = 320):
     """A byte-level BPE tokenizer trained in milliseconds on a few sentences."""
