@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from rl_lab.loop import Callback, RunContext
+from rl_lab.loop import Callback, Every, RunContext
 
 
 @dataclass
@@ -99,20 +99,18 @@ class Evaluator(Callback):
         patience: int = 1,
     ):
         self.policy, self.env_fn = policy, env_fn
-        self.episodes, self.interval, self.seed = episodes, interval, seed
+        self.episodes, self.seed = episodes, seed
         self.stop_when_solved, self.patience = stop_when_solved, patience
         self.solved_streak = 0  # consecutive evaluations at or above the threshold
-        self.next_eval = interval
+        self.schedule = Every(interval)
         self.callbacks: list[Callback] = []  # who hears on_eval (set by the runner)
 
     def on_train_start(self, run: RunContext) -> None:
-        if self.interval > 0:
-            self.next_eval = (run.env_steps // self.interval + 1) * self.interval
+        self.schedule.start(run.env_steps)
 
     def on_step(self, run: RunContext) -> None:
-        if self.interval <= 0 or run.env_steps < self.next_eval:
+        if not self.schedule.due(run.env_steps):
             return
-        self.next_eval += self.interval
         started = time.perf_counter()
         # Each evaluation uses fresh seeds, so a streak of them is several independent tests.
         result = evaluate(self.policy, self.env_fn, self.episodes, self.seed + run.env_steps)

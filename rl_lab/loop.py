@@ -103,6 +103,24 @@ class Callback:
         return False
 
 
+class Every:
+    """Comes due every `interval` env steps (never when `interval` <= 0); `start` lines it up
+    with a run that resumes mid-way. Shared by the evaluators and the checkpointer."""
+
+    def __init__(self, interval: int):
+        self.interval, self.next = interval, interval
+
+    def start(self, steps: int) -> None:
+        if self.interval > 0:
+            self.next = (steps // self.interval + 1) * self.interval
+
+    def due(self, steps: int) -> bool:
+        if self.interval <= 0 or steps < self.next:
+            return False
+        self.next += self.interval
+        return True
+
+
 def real_next_obs(next_obs, infos: dict, done: np.ndarray):
     """The observations each step led to: final observations where an episode just ended.
 

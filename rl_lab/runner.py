@@ -22,7 +22,7 @@ from rl_lab.dashboard import Dashboard
 from rl_lab.errors import UserError
 from rl_lab.evaluation import EvalResult, Evaluator, evaluate
 from rl_lab.logging import MetricLogger, read_metrics
-from rl_lab.loop import Callback, RunContext, train
+from rl_lab.loop import Callback, Every, RunContext, train
 from rl_lab.presets import preset
 from rl_lab.registry import AlgoSpec, get_algo, get_task
 from rl_lab.report import write_curve, write_summary
@@ -82,11 +82,10 @@ class Checkpointer(Callback):
     """Saves everything a resume needs every `interval` env steps and when training ends."""
 
     def __init__(self, run_dir: Path, interval: int):
-        self.directory, self.interval = run_dir / "checkpoints", interval
-        self.next_save = interval
+        self.directory, self.schedule = run_dir / "checkpoints", Every(interval)
 
     def on_train_start(self, run: RunContext) -> None:
-        self.next_save = (run.env_steps // self.interval + 1) * self.interval
+        self.schedule.start(run.env_steps)
 
     def save(self, run: RunContext) -> None:
         started = time.perf_counter()
@@ -96,8 +95,7 @@ class Checkpointer(Callback):
         run.timers["other"] += time.perf_counter() - started
 
     def on_step(self, run: RunContext) -> None:
-        if run.env_steps >= self.next_save:
-            self.next_save += self.interval
+        if self.schedule.due(run.env_steps):
             self.save(run)
 
     def on_train_end(self, run: RunContext) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from rl_lab import checkpoint
 from rl_lab.config import RunConfig, from_dict
 from rl_lab.errors import UserError
-from rl_lab.loop import Callback, RunContext, train
+from rl_lab.loop import Callback, Every, RunContext, train
 from rl_lab.runner import (
     EVAL_SEED_OFFSET,
     Checkpointer,
@@ -57,18 +57,16 @@ class LMEvaluator(Callback):
     """Held-out evaluation every `interval` completions; results go to the logger and board."""
 
     def __init__(self, evaluate, interval: int, logger, board):
-        self.evaluate, self.interval = evaluate, interval
+        self.evaluate = evaluate
         self.logger, self.board = logger, board
-        self.next_eval = interval
+        self.schedule = Every(interval)
 
     def on_train_start(self, run: RunContext) -> None:
-        if self.interval > 0:
-            self.next_eval = (run.env_steps // self.interval + 1) * self.interval
+        self.schedule.start(run.env_steps)
 
     def on_step(self, run: RunContext) -> None:
-        if self.interval <= 0 or run.env_steps < self.next_eval:
+        if not self.schedule.due(run.env_steps):
             return
-        self.next_eval += self.interval
         started = time.perf_counter()
         result = self.evaluate()
         run.timers["eval"] += time.perf_counter() - started
