@@ -78,6 +78,24 @@ def check_writable(run_dir: Path) -> None:
         )
 
 
+def check_resume(run_dir, spec, task, run_flags: dict, algo_flags: dict) -> dict:
+    """The saved config.json of a run that `--resume` may continue with these flags."""
+    saved = read_run_config(run_dir)
+    if (saved["algo"], saved["task"]) != (spec.name, task.name):
+        raise UserError(
+            f"{run_dir} is a {saved['algo']} {saved['task']} run: resume it with "
+            f"`python -m rl_lab.run --resume {run_dir}`"
+        )
+    extra = set(algo_flags) | (set(run_flags) - {"total_steps"})
+    if extra:
+        flags = ", ".join("--" + name.replace("_", "-") for name in sorted(extra))
+        raise UserError(
+            f"--resume continues with the saved config; drop {flags} "
+            "(only --total-steps may change)"
+        )
+    return saved
+
+
 class Checkpointer(Callback):
     """Saves everything a resume needs every `interval` env steps and when training ends."""
 
@@ -158,19 +176,7 @@ class Experiment:
 
     @classmethod
     def resume(cls, run_dir, spec, task, module, run_flags, algo_flags):
-        saved = read_run_config(run_dir)
-        if (saved["algo"], saved["task"]) != (spec.name, task.name):
-            raise UserError(
-                f"{run_dir} is a {saved['algo']} {saved['task']} run: resume it with "
-                f"`python -m rl_lab.run --resume {run_dir}`"
-            )
-        extra = set(algo_flags) | (set(run_flags) - {"total_steps"})
-        if extra:
-            flags = ", ".join("--" + name.replace("_", "-") for name in sorted(extra))
-            raise UserError(
-                f"--resume continues with the saved config; drop {flags} "
-                "(only --total-steps may change)"
-            )
+        saved = check_resume(run_dir, spec, task, run_flags, algo_flags)
         state = checkpoint.load(Path(run_dir) / "checkpoints")
         config_cls = module.Config
         try:

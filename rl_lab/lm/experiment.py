@@ -22,6 +22,7 @@ from rl_lab.loop import Callback, Every, RunContext, train
 from rl_lab.runner import (
     EVAL_SEED_OFFSET,
     Checkpointer,
+    check_resume,
     keep_metrics_until,
     read_run_config,
 )
@@ -152,19 +153,7 @@ class Experiment:
 
     @classmethod
     def resume(cls, run_dir, spec, task, module, run_flags, algo_flags):
-        saved = read_run_config(run_dir)
-        if (saved["algo"], saved["task"]) != (spec.name, task.name):
-            raise UserError(
-                f"{run_dir} is a {saved['algo']} {saved['task']} run: resume it with "
-                f"`python -m rl_lab.run --resume {run_dir}`"
-            )
-        extra = set(algo_flags) | (set(run_flags) - {"total_steps"})
-        if extra:
-            flags = ", ".join("--" + name.replace("_", "-") for name in sorted(extra))
-            raise UserError(
-                f"--resume continues with the saved config; drop {flags} "
-                "(only --total-steps may change)"
-            )
+        check_resume(run_dir, spec, task, run_flags, algo_flags)
         experiment = cls.load(run_dir, run_flags)
         experiment.run.total_steps = experiment.run_config.total_steps * experiment.per_iteration
         keep_metrics_until(Path(run_dir) / "metrics.jsonl", experiment.run.env_steps)
