@@ -315,6 +315,18 @@ Config = PPOConfig
 
 # Tuned defaults per task (RunConfig fields under "run", PPOConfig fields under "algo"),
 # starting from rl-zoo3's hyperparameters (its vf_coef doubled: see PPOConfig.vf_coef).
+LUNARLANDER = {
+    "run": {"total_steps": 1_000_000, "num_envs": 16, "eval_interval": 50_000, "eval_episodes": 10},
+    "algo": {
+        "n_steps": 1024,
+        "batch_size": 64,
+        "n_epochs": 4,
+        "gamma": 0.999,
+        "gae_lambda": 0.98,
+        "ent_coef": 0.01,
+    },
+}
+
 PRESETS: dict[str, dict[str, dict]] = {
     "cartpole": {
         # Tuned for wall time to solve: small rollouts, few cheap epochs; usually 4-9k steps.
@@ -396,38 +408,9 @@ PRESETS: dict[str, dict[str, dict]] = {
             "normalize_reward": True,
         },
     },
-    "lunarlander": {
-        "run": {
-            "total_steps": 1_000_000,
-            "num_envs": 16,
-            "eval_interval": 50_000,
-            "eval_episodes": 10,
-        },
-        "algo": {
-            "n_steps": 1024,
-            "batch_size": 64,
-            "n_epochs": 4,
-            "gamma": 0.999,
-            "gae_lambda": 0.98,
-            "ent_coef": 0.01,
-        },
-    },
-    "lunarlander-continuous": {
-        "run": {
-            "total_steps": 1_000_000,
-            "num_envs": 16,
-            "eval_interval": 50_000,
-            "eval_episodes": 10,
-        },
-        "algo": {
-            "n_steps": 1024,
-            "batch_size": 64,
-            "n_epochs": 4,
-            "gamma": 0.999,
-            "gae_lambda": 0.98,
-            "ent_coef": 0.01,
-        },
-    },
+    # rl-zoo3 uses one set of LunarLander settings for both action spaces.
+    "lunarlander": LUNARLANDER,
+    "lunarlander-continuous": LUNARLANDER,
 }
 
 
