@@ -8,6 +8,7 @@ import gymnasium as gym
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 import envs  # noqa: F401  (registers the toy envs)
+from envs.observations import adapt_observations
 from rl_lab.errors import UserError
 
 
@@ -35,11 +36,13 @@ def gym_task(env_id: str) -> Task:
 
 
 def make_env(task: Task, render_mode: str | None = None) -> gym.Env:
+    """The task's env with observations the agents take (envs.observations)."""
     try:
         extra = {"render_mode": render_mode} if render_mode else {}
-        return gym.make(task.env_id, **extra, **task.kwargs)
+        env = gym.make(task.env_id, **extra, **task.kwargs)
     except gym.error.DependencyNotInstalled as error:
         raise UserError(f"task {task.name!r} needs a missing package: {error}") from None
+    return adapt_observations(env, task.name)
 
 
 def make_vector_env(task: Task, num_envs: int) -> gym.vector.VectorEnv:

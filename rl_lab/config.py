@@ -8,12 +8,14 @@ ValueError with a message that says what to change.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 
 def option(default: Any, help: str, **checks) -> Any:
-    """A config field with its --help text and simple checks (min=, choices=)."""
+    """A config field with its --help text and checks: min=, max= (inclusive), above= (strict
+    lower bound), choices=, allow_inf=True (float fields that may be infinite)."""
     kwargs = (
         {"default_factory": lambda: default}
         if isinstance(default, (list, tuple))
@@ -22,15 +24,59 @@ def option(default: Any, help: str, **checks) -> Any:
     return field(metadata={"help": help, **checks}, **kwargs)
 
 
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+# Python types of the annotations configs use (`from __future__ import annotations` makes
+# them strings). A JSON number without a fraction is a fine float; a bool is never a number.
+FIELD_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "tuple": tuple}
+TYPE_WORDS = {
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    bool: "true or false",
+    tuple: "a list of integers",
+}
+INT64_MAX = 2**63 - 1  # numpy and torch counters overflow beyond it
+
+
+def check_type(flag: str, kind: str, value: Any) -> None:
+    """Raise ValueError unless `value` is a `kind` ("int", "float", ...) as config.json or
+    Python callers could hand it in (the CLI parser already converts flags)."""
+    expected = FIELD_TYPES.get(kind if isinstance(kind, str) else kind.__name__)
+    if expected is None:
+        raise TypeError(f"{flag}: config fields must be int, float, str, bool or tuple")
+    ok = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
+    if expected is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is tuple:
+        ok = ok and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    if not ok:
+        raise ValueError(f"{flag} must be {TYPE_WORDS[expected]}, got {value!r}")
+
+
 def validate(config: Any) -> None:
-    """Apply each field's min=/max=/choices= checks; raise ValueError naming the flag."""
+    """Check every field of a config: its type, a finite float (unless allow_inf=True), ints
+    that fit in 64 bits, and the field's min=/max=/above=/choices= checks. The one place field
+    values are checked; raises ValueError naming the flag."""
     for spec in dataclasses.fields(config):
         value = getattr(config, spec.name)
-        flag = "--" + spec.name.replace("_", "-")
-        low, high = spec.metadata.get("min"), spec.metadata.get("max")
-        choices = spec.metadata.get("choices")
+        flag = flag_name(spec.name)
+        check_type(flag, spec.type, value)
+        meta = spec.metadata
+        if isinstance(value, float) and not math.isfinite(value):
+            if math.isnan(value) or not meta.get("allow_inf", False):
+                raise ValueError(f"{flag} must be a finite number, got {value}")
+        numbers = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, int) and abs(v) > INT64_MAX for v in numbers):
+            raise ValueError(f"{flag} is too large, got {value}")
+        low, high, above = meta.get("min"), meta.get("max"), meta.get("above")
+        choices = meta.get("choices")
         if low is not None and value < low:
             raise ValueError(f"{flag} must be at least {low}, got {value}")
+        if above is not None and value <= above:
+            raise ValueError(f"{flag} must be above {above}, got {value}")
         if high is not None and value > high:
             raise ValueError(f"{flag} must be at most {high}, got {value}")
         if choices is not None and value not in choices:
@@ -87,7 +133,10 @@ def to_dict(config: Any) -> dict:
 
 
 def from_dict(cls: type, values: dict) -> Any:
-    """Rebuild a config from config.json, tuples restored, unknown keys rejected."""
+    """Rebuild a config from config.json: tuples restored, unknown keys and values of the
+    wrong type rejected (ValueError)."""
+    if not isinstance(values, dict):
+        raise ValueError(f"expected an object of settings, got {type(values).__name__}")
     known = {spec.name: spec for spec in dataclasses.fields(cls)}
     unknown = set(values) - set(known)
     if unknown:

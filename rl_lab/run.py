@@ -17,10 +17,16 @@ import argparse
 import dataclasses
 import importlib
 import sys
-from typing import Any
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from rl_lab.config import RunConfig
 from rl_lab.errors import UserError
+
+if TYPE_CHECKING:
+    from envs.tasks import Task
+    from rl_lab.registry import AlgoSpec
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -39,10 +45,19 @@ def parse_tuple(text: str) -> tuple[int, ...]:
         ) from None
 
 
-def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, title: str) -> None:
-    """One flag per dataclass field, help text from the field's metadata; default None =
-    "not given", so presets are only overridden by flags the user typed."""
+def shown(value: Any) -> str:
+    """A default as the user would type it (tuples as N,N)."""
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def add_config_flags(
+    parser: argparse.ArgumentParser, config_cls: type, title: str, preset: dict | None = None
+) -> None:
+    """One flag per dataclass field, help text from the field's metadata and the default this
+    command runs with (the preset's value where it sets one); default None = "not given", so
+    presets are only overridden by flags the user typed."""
     group = parser.add_argument_group(title)
+    preset = preset or {}
     for spec in dataclasses.fields(config_cls):
         flag = "--" + spec.name.replace("_", "-")
         if flag in parser._option_string_actions:  # shared with the run settings (e.g. --seed)
@@ -50,7 +65,13 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, title: s
         default = (
             spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
         )
-        help_text = f"{spec.metadata.get('help', '')} (default: {default})"
+        if spec.name in preset and preset[spec.name] != default:
+            note = (
+                f"default: {shown(preset[spec.name])} from the preset, {shown(default)} without it"
+            )
+        else:
+            note = f"default: {shown(default)}"
+        help_text = f"{spec.metadata.get('help', '')} ({note})".replace("%", "%%")
         if spec.type in ("bool", bool):
             group.add_argument(
                 flag,
@@ -142,7 +163,26 @@ def cmd_eval(argv: list[str]) -> int:
     return 0
 
 
-def cmd_train(argv: list[str]) -> int:
+@dataclass
+class TrainRequest:
+    """`python -m rl_lab.run ALGO TASK [flags]` (or `--resume DIR`), parsed and looked up."""
+
+    spec: AlgoSpec
+    task: Task
+    module: ModuleType
+    experiment_cls: type
+    run_flags: dict[str, Any]
+    algo_flags: dict[str, Any]
+    run_dir: str | None
+    resume: str | None
+    dashboard: bool
+
+
+def parse_train(argv: list[str]) -> TrainRequest:
+    """Parse a training command line; any mistake in it is a UserError. Shared by the CLI and
+    the tests, which then build the configs the way a run does (runner.build_configs)."""
+    from rl_lab import runner
+    from rl_lab.presets import preset
     from rl_lab.registry import get_algo, get_task
 
     resume_only = argv[:1] == ["--resume"]
@@ -150,9 +190,6 @@ def cmd_train(argv: list[str]) -> int:
         (None, None) if resume_only else (argv[0], argv[1] if len(argv) > 1 else None)
     )
     if not resume_only and (task_name is None or task_name.startswith("-")):
-        if "-h" in argv or "--help" in argv:
-            print(usage())
-            return 0
         raise UserError(
             f"missing TASK: use `python -m rl_lab.run {algo_name} TASK` "
             "(`python -m rl_lab.run list` shows tasks)"
@@ -160,9 +197,7 @@ def cmd_train(argv: list[str]) -> int:
     rest = argv if resume_only else argv[2:]
 
     if resume_only:
-        from rl_lab.runner import read_run_config
-
-        saved = read_run_config(rest[1] if len(rest) > 1 else "")
+        saved = runner.read_run_config(rest[1] if len(rest) > 1 else "")
         algo_name, task_name = saved["algo"], saved["task"]
     spec = get_algo(algo_name)
     task = get_task(task_name)
@@ -173,6 +208,9 @@ def cmd_train(argv: list[str]) -> int:
         )
     module = importlib.import_module(spec.modules[task.kind])
     algo_config_cls = module.Config
+    # Text tasks bring their own Experiment (same interface); Gym tasks share runner's.
+    experiment_cls = getattr(module, "Experiment", runner.Experiment)
+    defaults = preset(spec.name, task.name, task.kind)
 
     parser = OneLineParser(
         prog=f"python -m rl_lab.run {algo_name} {task_name}",
@@ -189,25 +227,44 @@ def cmd_train(argv: list[str]) -> int:
         default=None,
         help="continue a run from its last checkpoint, with its saved config",
     )
-    parser.add_argument(
-        "--no-dashboard", action="store_true", help="plain log lines instead of the live dashboard"
-    )
-    add_config_flags(parser, RunConfig, "run settings")
-    add_config_flags(parser, algo_config_cls, f"{algo_name} settings")
-    args = parser.parse_args(rest)
-
-    from rl_lab import runner
-
-    # Text tasks bring their own Experiment (same interface); Gym tasks share runner's.
-    Experiment = getattr(module, "Experiment", runner.Experiment)
-    run_flags, algo_flags = given(args, RunConfig), given(args, algo_config_cls)
-    if args.resume:
-        experiment = Experiment.resume(args.resume, spec, task, module, run_flags, algo_flags)
-    else:
-        experiment = Experiment.create(
-            spec, task, module, algo_config_cls, run_flags, algo_flags, args.run_dir
+    if experiment_cls.run_settings:
+        parser.add_argument(
+            "--no-dashboard",
+            action="store_true",
+            help="plain log lines instead of the live dashboard",
         )
-    return experiment.train(dashboard=not args.no_dashboard)
+        add_config_flags(parser, RunConfig, "run settings", defaults["run"])
+    add_config_flags(parser, algo_config_cls, f"{algo_name} settings", defaults["algo"])
+    parser.set_defaults(no_dashboard=False)
+    args = parser.parse_args(rest)
+    return TrainRequest(
+        spec,
+        task,
+        module,
+        experiment_cls,
+        given(args, RunConfig) if experiment_cls.run_settings else {},
+        given(args, algo_config_cls),
+        args.run_dir,
+        args.resume,
+        not args.no_dashboard,
+    )
+
+
+def cmd_train(argv: list[str]) -> int:
+    if len(argv) < 2 or argv[1].startswith("-"):
+        if argv[:1] != ["--resume"] and ("-h" in argv or "--help" in argv):
+            print(usage())
+            return 0
+    r = parse_train(argv)
+    if r.resume:
+        experiment = r.experiment_cls.resume(
+            r.resume, r.spec, r.task, r.module, r.run_flags, r.algo_flags
+        )
+    else:
+        experiment = r.experiment_cls.create(
+            r.spec, r.task, r.module, r.module.Config, r.run_flags, r.algo_flags, r.run_dir
+        )
+    return experiment.train(dashboard=r.dashboard)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,10 +50,127 @@ def read_run_config(run_dir: str) -> dict:
         )
     try:
         config = json.loads(path.read_text())
-        config["algo"], config["task"], config["run"], config["algo_config"]
-    except (ValueError, KeyError, TypeError):
-        raise UserError(f"{path} is corrupt: start a new run or restore the file") from None
+    except (ValueError, OSError) as error:
+        raise UserError(
+            f"{path} is corrupt (not JSON: {error}): start a new run or restore the file"
+        ) from None
+    shape = {"algo": str, "task": str, "run": dict, "algo_config": dict}
+    wrong = (
+        [name for name, kind in shape.items() if not isinstance(config.get(name), kind)]
+        if isinstance(config, dict)
+        else list(shape)
+    )
+    if wrong:
+        raise UserError(
+            f"{path} is corrupt ({', '.join(wrong)} missing or of the wrong type): "
+            "start a new run or restore the file"
+        )
     return config
+
+
+def build_configs(spec: AlgoSpec, task: Task, module, run_flags: dict, algo_flags: dict):
+    """(RunConfig, algorithm config) of a new run: the preset for this pair, flags on top,
+    every value checked. What `python -m rl_lab.run ALGO TASK` builds before anything else."""
+    defaults = preset(spec.name, task.name, task.kind)
+    run_config = build_config(RunConfig, {**defaults["run"], **run_flags})
+    algo_config = build_config(module.Config, {**defaults["algo"], **algo_flags})
+    check_budget(task, run_config)
+    return run_config, algo_config
+
+
+def check_budget(task: Task, run_config: RunConfig) -> None:
+    """Gym envs step together, so a run overshoots --total-steps by up to num_envs - 1 steps;
+    more envs than steps would multiply the budget. (Text tasks count iterations instead.)"""
+    c = run_config
+    if task.kind == "gym" and c.num_envs > c.total_steps:
+        raise UserError(
+            f"--num-envs {c.num_envs} exceeds --total-steps {c.total_steps}: every env steps at "
+            "least once, so the run would take num_envs steps; lower --num-envs or raise "
+            "--total-steps"
+        )
+
+
+def saved_configs(run_dir, saved: dict, task: Task, config_cls: type, run_flags: dict):
+    """(RunConfig, algorithm config) from a run's config.json, never trusted: a wrong key,
+    type or value is one line naming the file."""
+    try:
+        run_config = from_dict(RunConfig, {**saved["run"], **run_flags})
+        algo_config = from_dict(config_cls, saved["algo_config"])
+    except (ValueError, TypeError) as error:
+        raise UserError(
+            f"{Path(run_dir) / 'config.json'} does not fit this version of rl_lab ({error}): "
+            "start a new run or restore the file"
+        ) from None
+    check_budget(task, run_config)
+    return run_config, algo_config
+
+
+def load_state(agent, run: RunContext, state: dict, run_dir) -> None:
+    """Load a checkpoint into the agent and the run's counters, after checking it against their
+    own fresh state: the same keys, tensors of the same shape and dtype, arrays of the same
+    dtype and row shape, numbers where numbers belong. A mismatch is one line, exit 2."""
+    fresh = {"agent": agent.state_dict(), "run": run.counters()}
+    problem = state_mismatch(fresh, {key: state.get(key) for key in fresh}, "")
+    if problem is None:
+        try:
+            agent.load_state_dict(state["agent"])
+            run.restore_counters(state["run"])
+        except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as error:
+            problem = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+    if problem is not None:
+        raise UserError(
+            f"the checkpoint in {Path(run_dir) / 'checkpoints'} does not fit the run's "
+            f"config.json ({problem}): restore the run directory or start a new run"
+        )
+
+
+def state_mismatch(expected, found, path: str) -> str | None:
+    """Where a loaded state differs in structure from a freshly built one (None: it fits).
+    Lists may differ in length and None matches anything (e.g. a best evaluation not yet made)."""
+    number = (int, float, np.integer, np.floating)
+    if isinstance(expected, number) and not isinstance(expected, bool):
+        ok = isinstance(found, number) and not isinstance(found, bool)
+        return None if ok else f"{path} should be a number, got {found!r:.40}"
+    if isinstance(expected, (bool, str)):
+        ok = isinstance(found, type(expected))
+        return None if ok else f"{path} should be a {type(expected).__name__}, got {found!r:.40}"
+    if isinstance(expected, dict):
+        if not isinstance(found, dict):
+            return f"{path} is not a mapping"
+        if set(expected) != set(found):
+            missing, extra = set(expected) - set(found), set(found) - set(expected)
+            return f"{path}: missing keys {sorted(map(str, missing))}, unexpected {sorted(map(str, extra))}"
+        for key, value in expected.items():
+            problem = state_mismatch(value, found[key], f"{path}.{key}".lstrip("."))
+            if problem:
+                return problem
+        return None
+    if isinstance(expected, torch.Tensor):
+        if not isinstance(found, torch.Tensor):
+            return f"{path} is not a tensor"
+        if found.shape != expected.shape or found.dtype != expected.dtype:
+            return (
+                f"{path} has shape {tuple(found.shape)} {found.dtype}, expected "
+                f"{tuple(expected.shape)} {expected.dtype}"
+            )
+        return None
+    if isinstance(expected, np.ndarray):  # buffers hold as many rows as they had filled
+        if not isinstance(found, np.ndarray):
+            return f"{path} is not an array"
+        if found.shape[1:] != expected.shape[1:] or found.ndim != expected.ndim:
+            return f"{path} has rows of shape {found.shape[1:]}, expected {expected.shape[1:]}"
+        if found.dtype != expected.dtype:
+            return f"{path} has dtype {found.dtype}, expected {expected.dtype}"
+    return None
+
+
+def check_steps_left(run_dir, total: int, done: int, unit: str = "steps") -> None:
+    """`--resume DIR --total-steps N` must not ask for fewer steps than the run has done."""
+    if total < done:
+        raise UserError(
+            f"--total-steps {total} is below the {done:,} {unit} {run_dir} has done already: "
+            f"pass --total-steps {done} or more"
+        )
 
 
 def default_run_dir(algo: str, task: str, seed: int) -> Path:
@@ -121,6 +238,8 @@ class Checkpointer(Callback):
 
 
 class Experiment:
+    run_settings = True  # takes RunConfig's flags (the reward-model command does not)
+
     def __init__(
         self, spec: AlgoSpec, task: Task, module, run_config: RunConfig, algo_config, run_dir: Path
     ):
@@ -151,9 +270,7 @@ class Experiment:
 
     @classmethod
     def create(cls, spec, task, module, algo_config_cls, run_flags, algo_flags, run_dir):
-        defaults = preset(spec.name, task.name, task.kind)
-        run_config = build_config(RunConfig, {**defaults["run"], **run_flags})
-        algo_config = build_config(algo_config_cls, {**defaults["algo"], **algo_flags})
+        run_config, algo_config = build_configs(spec, task, module, run_flags, algo_flags)
         run_dir = (
             Path(run_dir) if run_dir else default_run_dir(spec.name, task.name, run_config.seed)
         )
@@ -178,17 +295,10 @@ class Experiment:
     def resume(cls, run_dir, spec, task, module, run_flags, algo_flags):
         saved = check_resume(run_dir, spec, task, run_flags, algo_flags)
         state = checkpoint.load(Path(run_dir) / "checkpoints")
-        config_cls = module.Config
-        try:
-            run_config = from_dict(RunConfig, {**saved["run"], **run_flags})
-            algo_config = from_dict(config_cls, saved["algo_config"])
-        except (ValueError, TypeError) as error:
-            raise UserError(
-                f"{run_dir}/config.json does not fit this version ({error}): start a new run"
-            ) from None
+        run_config, algo_config = saved_configs(run_dir, saved, task, module.Config, run_flags)
         experiment = cls(spec, task, module, run_config, algo_config, Path(run_dir))
-        experiment.agent.load_state_dict(state["agent"])
-        experiment.run.restore_counters(state["run"])
+        load_state(experiment.agent, experiment.run, state, run_dir)
+        check_steps_left(run_dir, run_config.total_steps, experiment.run.env_steps)
         experiment.run.total_steps = run_config.total_steps
         keep_metrics_until(Path(run_dir) / "metrics.jsonl", experiment.run.env_steps)
         return experiment
@@ -294,12 +404,9 @@ def evaluate_run_dir(run_dir: str, episodes: int | None, seed: int | None, video
     if hasattr(module, "Experiment"):  # text tasks evaluate in their own way
         return module.Experiment.evaluate_run_dir(run_dir, episodes, seed, video)
     state = checkpoint.load(Path(run_dir) / "checkpoints")
-    config_cls = module.Config
-    run_config = from_dict(RunConfig, saved["run"])
-    experiment = Experiment(
-        spec, task, module, run_config, from_dict(config_cls, saved["algo_config"]), Path(run_dir)
-    )
-    experiment.agent.load_state_dict(state["agent"])
+    run_config, algo_config = saved_configs(run_dir, saved, task, module.Config, {})
+    experiment = Experiment(spec, task, module, run_config, algo_config, Path(run_dir))
+    load_state(experiment.agent, experiment.run, state, run_dir)
     episodes = episodes or run_config.eval_episodes
     seed = run_config.seed + 2 * FINAL_EVAL_SEED_OFFSET if seed is None else seed
     result = evaluate(experiment.greedy_policy, lambda: make_env(task), episodes, seed)

@@ -14,6 +14,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from envs.observations import require_box
 from policies.mlp import flat_size
 from policies.q import QNetwork
 from rl_lab import functional as fn
@@ -78,6 +79,7 @@ class DQNAgent:
                 f"dqn needs a discrete action space, this task has {action_space}; "
                 "use ppo for continuous actions"
             )
+        require_box(observation_space, "dqn")
         self.config, self.num_envs, self.total_steps = config, num_envs, total_steps
         self.num_actions = int(action_space.n)
         obs_shape = observation_space.shape

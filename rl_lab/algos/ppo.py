@@ -15,6 +15,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from envs.observations import require_box
 from policies.actor_critic import ActorCritic, CategoricalActorCritic, GaussianActorCritic
 from policies.mlp import flat_size
 from rl_lab import functional as fn
@@ -109,8 +110,7 @@ class PPOAgent:
         seed: int,
     ):
         c = config
-        if not isinstance(observation_space, gym.spaces.Box):
-            raise UserError(f"ppo needs a Box observation space, this task has {observation_space}")
+        require_box(observation_space, "ppo")
         rollout = c.n_steps * num_envs
         if c.batch_size > rollout:
             raise UserError(

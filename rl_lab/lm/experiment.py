@@ -16,15 +16,18 @@ import time
 from pathlib import Path
 
 from rl_lab import checkpoint
-from rl_lab.config import RunConfig, from_dict
+from rl_lab.config import RunConfig
 from rl_lab.errors import UserError
 from rl_lab.loop import Callback, Every, RunContext, train
 from rl_lab.runner import (
     EVAL_SEED_OFFSET,
     Checkpointer,
     check_resume,
+    check_steps_left,
     keep_metrics_until,
+    load_state,
     read_run_config,
+    saved_configs,
 )
 from rl_lab.runner import Experiment as GymExperiment
 
@@ -84,6 +87,7 @@ class Experiment:
     """LM PPO on a text task; built (and validated) in full before anything is written."""
 
     steps_name = "PPO iterations"  # what run.updates counts, for summary.md and the last line
+    run_settings = True  # takes RunConfig's flags, as a Gym run does
 
     def __init__(self, spec, task, module, run_config: RunConfig, algo_config, run_dir: Path):
         from envs.text import TextEnv
@@ -127,13 +131,9 @@ class Experiment:
         saved = read_run_config(run_dir)
         spec, task = get_algo(saved["algo"]), get_task(saved["task"])
         module = importlib.import_module(spec.modules[task.kind])
-        try:
-            run_config = from_dict(RunConfig, {**saved["run"], **(run_flags or {})})
-            algo_config = from_dict(module.Config, saved["algo_config"])
-        except (ValueError, TypeError) as error:
-            raise UserError(
-                f"{run_dir}/config.json does not fit this version ({error}): start a new run"
-            ) from None
+        run_config, algo_config = saved_configs(
+            run_dir, saved, task, module.Config, run_flags or {}
+        )
         return cls(spec, task, module, run_config, algo_config, Path(run_dir))
 
     @classmethod
@@ -142,19 +142,15 @@ class Experiment:
         read_run_config(run_dir)
         state = checkpoint.load(Path(run_dir) / "checkpoints")
         experiment = cls.build_saved(run_dir, run_flags)
-        try:
-            experiment.agent.load_state_dict(state["agent"])
-        except (KeyError, ValueError) as error:
-            raise UserError(
-                f"the checkpoint in {run_dir} does not fit its config ({error}): start a new run"
-            ) from None
-        experiment.run.restore_counters(state["run"])
+        load_state(experiment.agent, experiment.run, state, run_dir)
         return experiment
 
     @classmethod
     def resume(cls, run_dir, spec, task, module, run_flags, algo_flags):
         check_resume(run_dir, spec, task, run_flags, algo_flags)
         experiment = cls.load(run_dir, run_flags)
+        done = experiment.run.env_steps // experiment.per_iteration
+        check_steps_left(run_dir, experiment.run_config.total_steps, done, "iterations")
         experiment.run.total_steps = experiment.run_config.total_steps * experiment.per_iteration
         keep_metrics_until(Path(run_dir) / "metrics.jsonl", experiment.run.env_steps)
         return experiment

@@ -13,7 +13,6 @@ imported only when an agent is built: `python -m rl_lab.run list` reads PRESETS 
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from dataclasses import dataclass
 
@@ -53,7 +52,7 @@ class Config:
     prompt_min_tokens: int = option(2, "shortest IMDB prompt, in policy tokens", min=1)
     prompt_max_tokens: int = option(8, "longest IMDB prompt, in policy tokens", min=1)
     max_new_tokens: int = option(16, "tokens generated per completion", min=1)
-    lr: float = option(1.4e-5, "AdamW learning rate", min=0.0)
+    lr: float = option(1.4e-5, "AdamW learning rate", above=0.0)
     ppo_epochs: int = option(4, "passes over each rollout batch", min=1)
     mini_batch_size: int = option(16, "completions per optimizer step", min=1)
     grad_accum: int = option(1, "micro-batches per optimizer step (gradient accumulation)", min=1)
@@ -102,8 +101,6 @@ class Config:
 def check_text_config(config) -> None:
     """The checks every LM algorithm's config shares (LM PPO's, and the TRL trainers')."""
     validate(config)
-    if not math.isfinite(config.lr) or config.lr <= 0:
-        raise ValueError(f"--lr must be a positive number, got {config.lr}")
     if config.prompt_min_tokens > config.prompt_max_tokens:
         raise ValueError(
             f"--prompt-min-tokens {config.prompt_min_tokens} exceeds "

@@ -2,7 +2,8 @@
 
 The result goes to the cache (where `--reward model`, the PPO default, looks for it) unless
 `--run-dir` names another place; pass that directory to `ppo sentiment --reward DIR` then.
-Shared run flags other than --seed do not apply here: --steps sets the training length.
+The shared run settings (--total-steps, --num-envs, ...) do not apply and are refused: --steps
+sets the training length, --seed the seed.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 from rl_lab.errors import UserError
 from rl_lab.lm.assets import reward_model_dir
 from rl_lab.lm.reward_model import RewardModelConfig
-from rl_lab.runner import build_config, check_writable
+from rl_lab.runner import build_configs, check_writable
 
 Config = RewardModelConfig
 PRESETS: dict = {}
@@ -22,12 +23,14 @@ PRESETS: dict = {}
 class Experiment:
     """Same interface as rl_lab.runner.Experiment, for a supervised fine-tune."""
 
+    run_settings = False  # no RunConfig flags, no dashboard: `--help` lists what applies
+
     def __init__(self, config: RewardModelConfig, out_dir: Path):
         self.config, self.out_dir = config, out_dir
 
     @classmethod
     def create(cls, spec, task, module, algo_config_cls, run_flags, algo_flags, run_dir):
-        config = build_config(RewardModelConfig, {**algo_flags, "seed": run_flags.get("seed", 0)})
+        _, config = build_configs(spec, task, module, run_flags, algo_flags)
         if run_dir is None:
             out_dir = reward_model_dir()  # retraining the default replaces it atomically
         else:

@@ -10,7 +10,6 @@ minutes on two otherwise idle cores (~2 s a step). The result is an ordinary
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
 from collections.abc import Callable
@@ -32,7 +31,7 @@ class RewardModelConfig:
 
     steps: int = option(150, "optimizer steps", min=1)
     batch_size: int = option(32, "reviews per step", min=1)
-    lr: float = option(1e-4, "peak AdamW learning rate")
+    lr: float = option(1e-4, "peak AdamW learning rate", above=0.0)
     warmup: float = option(
         0.1, "fraction of the steps spent warming the learning rate up", min=0.0, max=0.9
     )
@@ -53,8 +52,6 @@ class RewardModelConfig:
 
     def __post_init__(self):
         validate(self)
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"--lr must be a positive number, got {self.lr}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"--device must be cpu or cuda[:N], got {self.device!r}")
 
