@@ -126,7 +126,8 @@ def load_state(agent, run: RunContext, state: dict, run_dir) -> None:
 
 def state_mismatch(expected, found, path: str) -> str | None:
     """Where a loaded state differs in structure from a freshly built one (None: it fits).
-    Lists may differ in length and None matches anything (e.g. a best evaluation not yet made)."""
+    Lists may differ in length, an empty mapping may have gained keys, and None matches anything
+    (e.g. a best evaluation not yet made)."""
     number = (int, float, np.integer, np.floating)
     if isinstance(expected, number) and not isinstance(expected, bool):
         ok = isinstance(found, number) and not isinstance(found, bool)
@@ -137,8 +138,8 @@ def state_mismatch(expected, found, path: str) -> str | None:
     if isinstance(expected, dict):
         if not isinstance(found, dict):
             return f"{path} is not a mapping"
-        if set(expected) != set(found):
-            missing, extra = set(expected) - set(found), set(found) - set(expected)
+        missing, extra = set(expected) - set(found), set(found) - set(expected)
+        if missing or (extra and expected):  # an empty mapping grows (a torch optimizer's state)
             return f"{path}: missing keys {sorted(map(str, missing))}, unexpected {sorted(map(str, extra))}"
         for key, value in expected.items():
             problem = state_mismatch(value, found[key], f"{path}.{key}".lstrip("."))
@@ -155,6 +156,9 @@ def state_mismatch(expected, found, path: str) -> str | None:
             )
         return None
     if isinstance(expected, np.ndarray):  # buffers hold as many rows as they had filled
+        if expected.ndim == 0:  # a running statistic, which may come back as a plain number
+            ok = isinstance(found, (np.ndarray, *number)) and np.size(found) == 1
+            return None if ok else f"{path} should be a number, got {found!r:.40}"
         if not isinstance(found, np.ndarray):
             return f"{path} is not an array"
         if found.shape[1:] != expected.shape[1:] or found.ndim != expected.ndim:
