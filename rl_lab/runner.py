@@ -140,7 +140,8 @@ def state_mismatch(expected, found, path: str) -> str | None:
             return f"{path} is not a mapping"
         missing, extra = set(expected) - set(found), set(found) - set(expected)
         if missing or (extra and expected):  # an empty mapping grows (a torch optimizer's state)
-            return f"{path}: missing keys {sorted(map(str, missing))}, unexpected {sorted(map(str, extra))}"
+            names = lambda keys: sorted(map(str, keys))  # noqa: E731
+            return f"{path}: missing keys {names(missing)}, unexpected keys {names(extra)}"
         for key, value in expected.items():
             problem = state_mismatch(value, found[key], f"{path}.{key}".lstrip("."))
             if problem:
