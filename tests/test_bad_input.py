@@ -4,6 +4,7 @@ import json
 import os
 
 import pytest
+import torch
 
 from tests.cli_helpers import cli, files_under
 
@@ -129,3 +130,138 @@ def test_unwritable_run_dir_even_for_root():
     result = cli("dqn", "cartpole", "--run-dir", "/proc/rl_lab_cannot_write_here/run")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "--run-dir" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["dqn", "cartpole", "--lr", "nan"], ["--lr must be a finite number, got nan"]),
+        (["dqn", "cartpole", "--gamma", "nan"], ["--gamma must be a finite number"]),
+        (["dqn", "cartpole", "--lr", "1e400"], ["--lr must be a finite number, got inf"]),
+        (["dqn", "cartpole", "--tau", "nan"], ["--tau must be a finite number"]),
+        (["ppo", "cartpole", "--lr", "inf"], ["--lr must be a finite number"]),
+        (["ppo", "cartpole", "--max-grad-norm", "nan"], ["--max-grad-norm must be a finite"]),
+        (["ppo", "cartpole", "--clip-range=-inf"], ["--clip-range must be a finite number"]),
+        (["ppo", "sentiment", "--lr", "0"], ["--lr must be above 0"]),
+        (["grpo", "sentiment", "--beta", "nan"], ["--beta must be a finite number"]),
+        (["rloo", "sentiment", "--clip-range", "inf"], ["--clip-range must be a finite"]),
+        (["reward", "sentiment", "--warmup", "nan"], ["--warmup must be a finite number"]),
+        (
+            ["ppo", "cartpole", "--num-envs", "100000", "--total-steps", "1000"],
+            ["--num-envs 100000 exceeds --total-steps 1000"],
+        ),
+        (["reward", "sentiment", "--total-steps", "5"], ["unrecognized arguments: --total-steps"]),
+        (["reward", "sentiment", "--no-dashboard"], ["unrecognized arguments: --no-dashboard"]),
+        (["reward", "sentiment", "--num-envs", "4"], ["unrecognized arguments: --num-envs"]),
+    ],
+)
+def test_out_of_range_values_are_one_line(args, words, tmp_path):
+    assert_user_error(cli(*args, "--run-dir", tmp_path / "run"), *words)
+    assert files_under(tmp_path) == []
+
+
+def test_help_after_algo_and_task_shows_the_preset():
+    out = cli("dqn", "cartpole", "--help").stdout
+    n_step = " ".join(out[out.index("  --n-step N_STEP") :].split()[:20])
+    assert "default: 10 from the preset, 3 without it" in n_step, n_step
+    assert "(default: 64,64)" in " ".join(out.split())  # --hidden, which the preset keeps
+
+
+def test_reward_help_lists_only_what_applies():
+    out = cli("reward", "sentiment", "--help").stdout
+    assert "--steps" in out and "--seed" in out
+    assert "--total-steps" not in out and "--no-dashboard" not in out
+
+
+def edit_config(run_dir, edit):
+    config = json.loads((run_dir / "config.json").read_text())
+    edit(config)
+    (run_dir / "config.json").write_text(json.dumps(config))
+
+
+def assert_refused_both_ways(run_dir, *words):
+    before = files_under(run_dir)
+    assert_user_error(cli("--resume", run_dir), *words)
+    assert_user_error(cli("eval", run_dir), *words)
+    assert files_under(run_dir) == before
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    return make_run(tmp_path_factory.mktemp("finished"))
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path):
+    import shutil
+
+    return shutil.copytree(finished_run, tmp_path / "copy")
+
+
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (lambda c: c["algo_config"].update(batch_size="64"), ["--batch-size must be an integer"]),
+        (lambda c: c["algo_config"].update(lr=None), ["--lr must be a number"]),
+        (lambda c: c["algo_config"].update(hidden="64,64"), ["--hidden"]),
+        (lambda c: c["algo_config"].update(double=1), ["--double must be true or false"]),
+        (lambda c: c["run"].update(seed=-3), ["--seed must be at least 0"]),
+        (lambda c: c["run"].update(bogus=1), ["unknown config keys ['bogus']"]),
+        (lambda c: c.update(run=[1, 2]), ["corrupt", "run"]),
+        (lambda c: c.update(algo=7), ["corrupt", "algo"]),
+    ],
+)
+def test_tampered_config_is_one_line(run_copy, edit, words):
+    edit_config(run_copy, edit)
+    assert_refused_both_ways(run_copy, "config.json", *words)
+
+
+def test_config_that_is_not_json_is_one_line(run_copy):
+    (run_copy / "config.json").write_text('{"algo": "dqn", ')
+    assert_refused_both_ways(run_copy, "config.json", "corrupt", "not JSON")
+
+
+def tamper_tensors(run_dir, change):
+    from safetensors.torch import load_file, save_file
+
+    latest = (run_dir / "checkpoints" / "latest").read_text().strip()
+    path = run_dir / "checkpoints" / latest / "tensors.safetensors"
+    tensors = load_file(str(path))
+    change(tensors)
+    save_file(tensors, str(path))
+
+
+def test_checkpoint_tensor_of_the_wrong_shape_is_one_line(run_copy):
+    def widen_first_layer(tensors):
+        name = next(k for k in sorted(tensors) if "q_net" in k and k.endswith("weight"))
+        tensors[name] = torch.zeros(tensors[name].shape[0], tensors[name].shape[1] + 1)
+
+    tamper_tensors(run_copy, widen_first_layer)
+    assert_refused_both_ways(run_copy, "checkpoint", "has shape", "does not fit")
+
+
+def test_checkpoint_missing_key_is_one_line(run_copy):
+    latest = (run_copy / "checkpoints" / "latest").read_text().strip()
+    state_path = run_copy / "checkpoints" / latest / "state.json"
+    state = json.loads(state_path.read_text())
+    del state["agent"]["target_net"]
+    state_path.write_text(json.dumps(state))
+    assert_refused_both_ways(run_copy, "checkpoint", "missing keys ['target_net']")
+
+
+def test_checkpoint_counter_of_the_wrong_type_is_one_line(run_copy):
+    latest = (run_copy / "checkpoints" / "latest").read_text().strip()
+    state_path = run_copy / "checkpoints" / latest / "state.json"
+    state = json.loads(state_path.read_text())
+    state["run"]["env_steps"] = "lots"
+    state_path.write_text(json.dumps(state))
+    assert_refused_both_ways(run_copy, "checkpoint", "run.env_steps should be a number")
+
+
+def test_resume_below_the_steps_done_is_one_line(run_copy):
+    before = files_under(run_copy)
+    assert_user_error(
+        cli("--resume", run_copy, "--total-steps", "100"),
+        "--total-steps 100 is below the 300 steps",
+    )
+    assert files_under(run_copy) == before
