@@ -265,3 +265,30 @@ def test_resume_below_the_steps_done_is_one_line(run_copy):
         "--total-steps 100 is below the 300 steps",
     )
     assert files_under(run_copy) == before
+
+
+def test_validate_allows_inf_only_where_the_field_says_so():
+    from dataclasses import dataclass
+
+    from rl_lab.config import option, validate
+
+    @dataclass
+    class Limits:
+        horizon: float = option(float("inf"), "steps to look ahead", min=1.0, allow_inf=True)
+        rate: float = option(0.5, "a rate", above=0.0)
+
+        def __post_init__(self):
+            validate(self)
+
+    assert Limits().horizon == float("inf")
+    for bad, message in [
+        ({"horizon": float("nan")}, "--horizon must be a finite number"),
+        ({"horizon": float("-inf")}, "--horizon must be at least 1.0"),
+        ({"rate": float("inf")}, "--rate must be a finite number"),
+        ({"rate": 0.0}, "--rate must be above 0.0"),
+        ({"rate": "0.5"}, "--rate must be a number"),
+        ({"rate": True}, "--rate must be a number"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            Limits(**bad)
+    assert Limits(rate=2).rate == 2  # an integer is a fine number (config.json writes 2.0 as 2.0)
