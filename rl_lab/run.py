@@ -20,7 +20,7 @@ import sys
 from typing import Any
 
 from rl_lab.config import RunConfig
-from rl_lab.errors import UserError
+from rl_lab.errors import RunFault, UserError
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -224,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except RunFault as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.status
     except KeyboardInterrupt:  # outside the training loop, which saves and returns 130 itself
         print("interrupted", file=sys.stderr)
         return 130
