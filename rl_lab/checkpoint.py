@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from rl_lab.errors import DISK_FULL, RunFault, UserError
@@ -110,6 +112,17 @@ def all_finite(state) -> bool:
     return True
 
 
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """safetensors' save_file, with its I/O failures (a full disk) raised as OSError."""
+    try:
+        save_file(tensors, str(path))
+    except SafetensorError as error:
+        code = re.search(r"os error (\d+)", str(error))
+        if code is None:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
+
+
 def save(directory: Path, state: dict, keep: int = 2) -> Path:
     """Save `state` as checkpoints/step_N; keep the newest `keep` checkpoints.
 
@@ -127,7 +140,7 @@ def save(directory: Path, state: dict, keep: int = 2) -> Path:
             tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".tmp_"))
             tensors: dict[str, torch.Tensor] = {}
             encoded = _encode(state, "s", tensors)
-            save_file(tensors, str(tmp / "tensors.safetensors"))
+            save_tensors(tensors, tmp / "tensors.safetensors")
             (tmp / "state.json").write_text(json.dumps(encoded))
             os.replace(tmp, final)
             tmp = None

@@ -21,7 +21,7 @@ from rl_lab.config import RunConfig, from_dict, to_dict
 from rl_lab.dashboard import Dashboard
 from rl_lab.errors import DIVERGED, RunFault, UserError
 from rl_lab.evaluation import EvalResult, Evaluator, evaluate
-from rl_lab.lock import lock_run_dir
+from rl_lab.lock import lock_run_dir, unlock_run_dir
 from rl_lab.logging import MetricLogger, read_metrics
 from rl_lab.loop import Callback, Every, RunContext, train
 from rl_lab.presets import preset
@@ -234,6 +234,7 @@ class Experiment:
         if state is None:
             print(f"{run_dir} has no checkpoint yet: training it from step 0")
         else:
+            print(f"resuming {run_dir} from step {state['run']['env_steps']:,}")
             experiment.agent.load_state_dict(state["agent"])
             experiment.run.restore_counters(state["run"])
             experiment.run.resume_loop = state.get("loop")  # absent before format 2
@@ -247,6 +248,14 @@ class Experiment:
         return self.agent.act(obs, explore=False)
 
     def train(self, dashboard: bool = True) -> int:
+        """Train, evaluate, report; the run directory's lock is released when this returns
+        (the process may go on: tests, sweeps)."""
+        try:
+            return self.train_and_evaluate(dashboard)
+        finally:
+            unlock_run_dir(self.run_dir)
+
+    def train_and_evaluate(self, dashboard: bool) -> int:
         c, run = self.run_config, self.run
         eval_seed = c.seed + EVAL_SEED_OFFSET
         board = Dashboard(live=None if dashboard else False)
@@ -371,10 +380,41 @@ def evaluate_run_dir(run_dir: str, episodes: int | None, seed: int | None, video
         print(f"video of one greedy episode: {path}")
 
 
+def headless_rendering() -> None:
+    """Render frames without a display unless the user chose a backend: SDL (pygame: classic
+    control, Box2D) renders to memory with dummy drivers, which also keeps it from printing
+    errors about XDG_RUNTIME_DIR and sound cards; MuJoCo renders through EGL (read when its
+    renderer is made, so setting it after the env module was imported still counts)."""
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+def check_rendering(task: Task) -> None:
+    """Render one frame, or say in one line what is missing."""
+    env = make_env(task, render_mode="rgb_array")
+    try:
+        env.reset(seed=0)
+        env.render()
+    except Exception as error:  # each GL backend fails its own way (ImportError, FatalError..)
+        backend = os.environ.get("MUJOCO_GL", "glfw")
+        raise UserError(
+            f"cannot render {task.name} for a video (MUJOCO_GL={backend}: "
+            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+            "the evaluation's numbers are written. Install EGL (apt-get install libegl1) or "
+            "OSMesa (apt-get install libosmesa6) and set MUJOCO_GL=egl or osmesa"
+        ) from None
+    finally:
+        env.close()
+
+
 def record_video(policy, task: Task, path: Path, seed: int, fps: int = 30) -> Path:
     """One greedy episode rendered to MP4 (frames streamed to ffmpeg, written atomically)."""
     import imageio.v2 as imageio
 
+    headless_rendering()
+    check_rendering(task)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(".tmp-" + path.name)
     try:
