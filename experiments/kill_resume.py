@@ -1,6 +1,6 @@
 """Kill runs at random moments, resume each, and check it ends as if never interrupted.
 
-    python experiments/kill_resume.py [--trials 12] [--seed 0]
+    python experiments/kill_resume.py [--trials 10] [--seed 0]
 
 For DQN and PPO on CartPole, one uninterrupted run is the reference. Then each trial starts
 the same run through the real CLI and SIGKILLs it at one of three kinds of moment: a random
@@ -104,7 +104,7 @@ def kill_at(process: subprocess.Popen, run_dir: Path, kind: str, seconds: float,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=12, help="kills per algorithm")
+    parser.add_argument("--trials", type=int, default=10, help="kills per algorithm")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
     args = parser.parse_args()
     rng = random.Random(args.seed)
@@ -117,15 +117,20 @@ def main() -> None:
     print(header)
     for algo, algo_args in RUNS.items():
         reference_dir = WORK / f"{algo}-reference"
+        reference = subprocess.Popen(command(algo_args, reference_dir), cwd=ROOT, env=environment())
         started = time.perf_counter()
-        run(command(algo_args, reference_dir))
-        seconds = time.perf_counter() - started
+        while not (reference_dir / "config.json").exists() and reference.poll() is None:
+            time.sleep(0.005)
+        begun = time.perf_counter()  # start-up (imports) over: the run exists
+        if reference.wait() != 0:
+            raise SystemExit(f"the reference {algo} run failed")
+        seconds, startup = time.perf_counter() - begun, begun - started
         final = int(latest(reference_dir).name[5:])
         reference_returns, reference_tensors = outcome(reference_dir)
         for trial in range(args.trials):
             kind = KINDS[trial % len(KINDS)]
             run_dir = WORK / f"{algo}-{trial:02d}"
-            at = rng.uniform(0.1, 0.9) * seconds
+            at = rng.uniform(0.0, 1.0) * seconds  # after start-up, within the run's time
             process = subprocess.Popen(
                 command(algo_args, run_dir),
                 cwd=ROOT,
@@ -133,9 +138,13 @@ def main() -> None:
                 stderr=subprocess.DEVNULL,
                 env=environment(),
             )
-            landed = kill_at(process, run_dir, kind, at, final)
+            landed = kill_at(process, run_dir, kind, startup + at, final)
             reached = last_logged_step(run_dir)
-            resumed = run([sys.executable, "-m", "rl_lab.run", "--resume", str(run_dir)])
+            if (run_dir / "config.json").exists():
+                resumed = run([sys.executable, "-m", "rl_lab.run", "--resume", str(run_dir)])
+            else:  # killed in start-up, before the run existed: nothing to resume, start it
+                landed = "start-up (no run yet)"
+                resumed = run(command(algo_args, run_dir))
             first = resumed.stdout.splitlines()[0] if resumed.stdout else ""
             start = int(first.rsplit(" ", 1)[-1].replace(",", "")) if "resuming" in first else 0
             returns, tensors = outcome(run_dir)
@@ -146,7 +155,7 @@ def main() -> None:
                 "algo": algo,
                 "aimed_at": kind,
                 "landed_in": landed,
-                "seconds": round(at, 2),
+                "seconds": round(startup + at, 2),
                 "reached_step": reached,
                 "resumed_from": start,
                 "steps_lost": max(reached - start, 0),

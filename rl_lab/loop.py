@@ -238,10 +238,13 @@ def train(agent, env, run: RunContext, callbacks: list[Callback], log_every: int
         callback.on_train_start(run)
     ctrl_c = CtrlC()
     try:
-        # Stop conditions are checked before each step, so a run resumed from the checkpoint
-        # of its last step (say, killed in its final evaluation) stops where it stopped.
-        while run.env_steps < run.total_steps and not ctrl_c.pressed:
+        # Stop conditions come before the budget and before each step, so a run resumed from
+        # the checkpoint of its last step (killed in its final evaluation, say) stops where and
+        # why it stopped.
+        while not ctrl_c.pressed:
             if run.fault or any(callback.should_stop(run) for callback in callbacks):
+                break
+            if run.env_steps >= run.total_steps:
                 break
             tick = time.perf_counter()
             obs = flight.obs

@@ -259,6 +259,13 @@ class Experiment:
         c, run = self.run_config, self.run
         eval_seed = c.seed + EVAL_SEED_OFFSET
         board = Dashboard(live=None if dashboard else False)
+        metrics = self.run_dir / "metrics.jsonl"
+        if run.env_steps and metrics.is_file():  # a resumed run's dashboard goes on from there
+            rows = read_metrics(metrics)
+            board.returns = [
+                r["charts/episodic_return"] for r in rows if "charts/episodic_return" in r
+            ]
+            board.recent.extend(board.returns[-board.recent.maxlen :])
         logger = MetricLogger(self.run_dir)
         evaluator = Evaluator(
             self.greedy_policy,
