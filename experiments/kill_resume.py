@@ -4,7 +4,7 @@
 
 For DQN and PPO on CartPole, one uninterrupted run is the reference. Then each trial starts
 the same run through the real CLI and SIGKILLs it at one of three kinds of moment: a random
-time, during a checkpoint write (the moment a `.tmp_*` directory appears in checkpoints/),
+env step, during a checkpoint write (the moment a `.tmp_*` directory appears in checkpoints/),
 or during the final evaluation (after the last checkpoint, before eval.json). It resumes with
 `--resume` and compares the final evaluation's returns and every tensor of the final
 checkpoint with the reference. "Steps lost" is how far the killed run had got (the last
@@ -76,15 +76,19 @@ def last_logged_step(run_dir: Path) -> int:
     return max(steps)
 
 
-def kill_at(process: subprocess.Popen, run_dir: Path, kind: str, seconds: float, final: int):
-    """Wait for the moment of this kind, then SIGKILL; return what the kill interrupted."""
+def kill_at(process: subprocess.Popen, run_dir: Path, kind: str, step: int, final: int):
+    """Wait for the moment of this kind, then SIGKILL; return what the kill interrupted.
+
+    Moments are set in env steps (the last metrics.jsonl row), not seconds, so they do not
+    depend on how busy the machine is: "random" kills once the run has logged `step`,
+    "checkpoint write" at the first checkpoint write after that.
+    """
     checkpoints = run_dir / "checkpoints"
-    started = time.perf_counter()
     while process.poll() is None:
-        elapsed = time.perf_counter() - started
-        if kind == "random" and elapsed >= seconds:
+        reached = last_logged_step(run_dir) >= step
+        if kind == "random" and reached:
             break
-        if kind == "checkpoint write" and elapsed >= seconds and checkpoints.is_dir():
+        if kind == "checkpoint write" and reached and checkpoints.is_dir():
             if any(name.startswith(".tmp_") for name in os.listdir(checkpoints)):
                 break
         if kind == "final evaluation" and latest(run_dir) is not None:
@@ -111,26 +115,19 @@ def main() -> None:
     shutil.rmtree(WORK, ignore_errors=True)
     rows = []
     header = (
-        f"{'algo':<4} {'kill aimed at':<17} {'landed in':<21} {'at s':>5} {'reached':>7} "
+        f"{'algo':<4} {'kill aimed at':<17} {'landed in':<21} {'aim':>5} {'reached':>7} "
         f"{'resumed':>7} {'lost':>5} {'same returns':>12} {'same params':>11}"
     )
     print(header)
     for algo, algo_args in RUNS.items():
         reference_dir = WORK / f"{algo}-reference"
-        reference = subprocess.Popen(command(algo_args, reference_dir), cwd=ROOT, env=environment())
-        started = time.perf_counter()
-        while not (reference_dir / "config.json").exists() and reference.poll() is None:
-            time.sleep(0.005)
-        begun = time.perf_counter()  # start-up (imports) over: the run exists
-        if reference.wait() != 0:
-            raise SystemExit(f"the reference {algo} run failed")
-        seconds, startup = time.perf_counter() - begun, begun - started
+        run(command(algo_args, reference_dir))
         final = int(latest(reference_dir).name[5:])
         reference_returns, reference_tensors = outcome(reference_dir)
         for trial in range(args.trials):
             kind = KINDS[trial % len(KINDS)]
             run_dir = WORK / f"{algo}-{trial:02d}"
-            at = rng.uniform(0.0, 1.0) * seconds  # after start-up, within the run's time
+            at = rng.randrange(0, final)  # an env step of the run
             process = subprocess.Popen(
                 command(algo_args, run_dir),
                 cwd=ROOT,
@@ -138,7 +135,7 @@ def main() -> None:
                 stderr=subprocess.DEVNULL,
                 env=environment(),
             )
-            landed = kill_at(process, run_dir, kind, startup + at, final)
+            landed = kill_at(process, run_dir, kind, at, final)
             reached = last_logged_step(run_dir)
             if (run_dir / "config.json").exists():
                 resumed = run([sys.executable, "-m", "rl_lab.run", "--resume", str(run_dir)])
@@ -155,7 +152,7 @@ def main() -> None:
                 "algo": algo,
                 "aimed_at": kind,
                 "landed_in": landed,
-                "seconds": round(startup + at, 2),
+                "aimed_step": at,
                 "reached_step": reached,
                 "resumed_from": start,
                 "steps_lost": max(reached - start, 0),
@@ -164,7 +161,7 @@ def main() -> None:
             }
             rows.append(row)
             print(
-                f"{algo:<4} {kind:<17} {landed:<21} {row['seconds']:>5.1f} {reached:>7} "
+                f"{algo:<4} {kind:<17} {landed:<21} {at:>5} {reached:>7} "
                 f"{start:>7} {row['steps_lost']:>5} {str(row['same_returns']):>12} "
                 f"{str(same_params):>11}"
             )

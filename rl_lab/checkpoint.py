@@ -156,9 +156,11 @@ def save(directory: Path, state: dict, keep: int = 2) -> Path:
 
 
 def remove_partial_saves(directory: Path) -> None:
-    """Delete temporary directories left by a save that was killed (call with the lock held)."""
+    """Delete what a save that was killed left behind (call with the run's lock held)."""
     for tmp in directory.glob(".tmp_*"):
         shutil.rmtree(tmp, ignore_errors=True)
+    for tmp in directory.glob(".latest.*"):  # atomic_write_text's temporary file
+        tmp.unlink(missing_ok=True)
 
 
 def latest_step(directory: Path) -> int | None:
