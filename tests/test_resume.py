@@ -262,9 +262,8 @@ def test_run_killed_before_its_first_checkpoint_resumes_from_step_zero(uninterru
 
 def test_second_process_on_a_live_run_is_refused_until_the_first_dies(tmp_path):
     run_dir = tmp_path / "run"
-    process = start(
-        ["dqn", "cartpole", "--total-steps", "200000", "--no-stop-when-solved"], run_dir
-    )
+    live = ["--total-steps", "200000", "--no-stop-when-solved", "--checkpoint-interval", "500"]
+    process = start(["dqn", "cartpole", *live], run_dir)
     try:
         wait_for(lambda: saved_step(run_dir) is not None)
         result = cli("--resume", run_dir, "--no-dashboard")
