@@ -1,6 +1,6 @@
 """Kill runs at random moments, resume each, and check it ends as if never interrupted.
 
-    python experiments/kill_resume.py [--trials 10] [--seed 0]
+    python experiments/kill_resume.py [--trials 11] [--seed 0]
 
 For DQN and PPO on CartPole, one uninterrupted run is the reference. Then each trial starts
 the same run through the real CLI and SIGKILLs it at one of three kinds of moment: a random
@@ -108,7 +108,7 @@ def kill_at(process: subprocess.Popen, run_dir: Path, kind: str, step: int, fina
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=10, help="kills per algorithm")
+    parser.add_argument("--trials", type=int, default=11, help="kills per algorithm")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
     args = parser.parse_args()
     rng = random.Random(args.seed)
@@ -127,7 +127,9 @@ def main() -> None:
         for trial in range(args.trials):
             kind = KINDS[trial % len(KINDS)]
             run_dir = WORK / f"{algo}-{trial:02d}"
-            at = rng.randrange(0, final)  # an env step of the run
+            # An env step of the run; a checkpoint write is looked for from a step that leaves
+            # at least one periodic save to catch.
+            at = rng.randrange(0, final - INTERVAL if kind == "checkpoint write" else final)
             process = subprocess.Popen(
                 command(algo_args, run_dir),
                 cwd=ROOT,
