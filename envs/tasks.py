@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import gymnasium as gym
-from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 import envs  # noqa: F401  (registers the toy envs)
 from envs.observations import adapt_observations
+from envs.resumable import ResumableVectorEnv
 from rl_lab.errors import UserError
 
 
@@ -49,8 +49,7 @@ def make_vector_env(task: Task, num_envs: int) -> gym.vector.VectorEnv:
     """Several copies stepped together; an episode end resets in the same step.
 
     SAME_STEP autoreset puts the real final observation in infos["final_obs"], which the
-    loop needs so that truncated episodes can bootstrap from it.
+    loop needs so that truncated episodes can bootstrap from it. The episodes in flight go
+    into checkpoints, so a resumed run continues them exactly (envs/resumable.py).
     """
-    return SyncVectorEnv(
-        [lambda: make_env(task) for _ in range(num_envs)], autoreset_mode=AutoresetMode.SAME_STEP
-    )
+    return ResumableVectorEnv([lambda: make_env(task) for _ in range(num_envs)])

@@ -60,6 +60,21 @@ class TextEnv:
         self.obs = self._next_batch()
         return self.obs, rewards, terminated, truncated, {"texts": texts}
 
+    def state_dict(self) -> dict:
+        """The shuffle in progress and the prompts handed out, for checkpoints (JSON-safe)."""
+        return {
+            "rng": self.rng.bit_generator.state,
+            "order": list(self.order),
+            "obs": None if self.obs is None else list(self.obs),
+        }
+
+    def load_state_dict(self, state: dict) -> np.ndarray:
+        """Continue the saved shuffle; return the prompts to answer next (as reset does)."""
+        self.rng.bit_generator.state = state["rng"]
+        self.order = [int(i) for i in state["order"]]
+        self.obs = np.array(state["obs"], dtype=object)
+        return self.obs
+
     def close(self) -> None:
         pass
 

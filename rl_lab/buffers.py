@@ -147,8 +147,8 @@ class ReplayBuffer:
         """Uniform replay ignores priorities."""
 
     def state_dict(self) -> dict:
-        # Pending n-step windows are dropped: at most n-1 steps per env are lost on resume.
         return {
+            "windows": [self._window_state(window) for window in self._windows],
             "obs": self.obs[: self.size],
             "next_obs": self.next_obs[: self.size],
             "action": self.action[: self.size],
@@ -168,6 +168,27 @@ class ReplayBuffer:
         self.rng.bit_generator.state = state["rng"]
         for window in self._windows:
             window.clear()
+        # Checkpoints written before exact resume (format 1) have no windows in flight.
+        for window, saved in zip(self._windows, state.get("windows", [])):
+            window[:] = [
+                (obs, action, float(reward))
+                for obs, action, reward in zip(saved["obs"], saved["action"], saved["reward"])
+            ]
+
+    def _window_state(self, window: list[tuple]) -> dict:
+        """An n-step window in flight (up to n-1 steps not stored yet) as arrays."""
+        if not window:
+            shape = self.obs.shape[1:]
+            return {
+                "obs": np.zeros((0, *shape), self.obs.dtype),
+                "action": np.zeros(0, np.int64),
+                "reward": np.zeros(0, np.float64),
+            }
+        return {
+            "obs": np.stack([np.asarray(step[0], dtype=self.obs.dtype) for step in window]),
+            "action": np.array([step[1] for step in window], dtype=np.int64),
+            "reward": np.array([step[2] for step in window], dtype=np.float64),
+        }
 
 
 class SumTree:
@@ -345,11 +366,22 @@ class RolloutBuffer:
     def reset(self) -> None:
         self.pos = 0
 
+    STORED = ("obs", "actions", "logprobs", "values", "rewards", "end_values", "terminated")
+
     def state_dict(self) -> dict:
-        # Stored steps are not kept: a resumed run restarts its envs, so a half-collected
-        # rollout would not continue where it stopped; it is dropped and collected afresh.
-        return {"generator": self.generator.get_state()}
+        """The steps collected so far (a resumed run finishes this very rollout) and the rng."""
+        t = self.pos
+        return {
+            "generator": self.generator.get_state(),
+            "pos": t,
+            "episode_end": self.episode_end[:t].copy(),
+            **{name: getattr(self, name)[:t].copy() for name in self.STORED},
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
-        self.pos = 0
+        t = self.pos = int(state.get("pos", 0))  # format 1 checkpoints kept no steps
+        if t:
+            self.episode_end[:t] = state["episode_end"]
+            for name in self.STORED:
+                getattr(self, name)[:t] = state[name]

@@ -101,7 +101,6 @@ class Evaluator(Callback):
         self.policy, self.env_fn = policy, env_fn
         self.episodes, self.seed = episodes, seed
         self.stop_when_solved, self.patience = stop_when_solved, patience
-        self.solved_streak = 0  # consecutive evaluations at or above the threshold
         self.schedule = Every(interval)
         self.callbacks: list[Callback] = []  # who hears on_eval (set by the runner)
 
@@ -120,7 +119,7 @@ class Evaluator(Callback):
             run.best_eval if run.best_eval is not None else -np.inf, result.mean_return
         )
         solved = run.solved_at is not None and result.mean_return >= run.solved_at
-        self.solved_streak = self.solved_streak + 1 if solved else 0
+        run.solved_streak = run.solved_streak + 1 if solved else 0  # checkpoints keep it
         if solved and run.first_solved_step is None:
             run.first_solved_step = run.env_steps
             run.first_solved_seconds = run.elapsed - run.timers["eval"]
@@ -131,7 +130,7 @@ class Evaluator(Callback):
             callback.on_eval(run, result)
 
     def should_stop(self, run: RunContext) -> bool:
-        if self.stop_when_solved and self.solved_streak >= self.patience:
+        if self.stop_when_solved and run.solved_streak >= self.patience:
             run.stop_reason = "solved"
             return True
         return False

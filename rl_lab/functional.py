@@ -187,21 +187,6 @@ def kl_estimate(logprob: torch.Tensor, ref_logprob: torch.Tensor, kind: str = "k
 
 
 @torch.no_grad()
-def clip_grad_norm(parameters: list[torch.Tensor], max_norm: float) -> float:
-    """Scale gradients down to a total L2 norm of max_norm; returns the norm before clipping.
-
-    Same rule as torch.nn.utils.clip_grad_norm_, but gradients are only touched when the
-    norm is actually too large: with small networks the unconditional rescale is a
-    measurable share of an update, and it rarely fires.
-    """
-    grads = [p.grad for p in parameters if p.grad is not None]
-    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).item()
-    if total > max_norm:
-        torch._foreach_mul_(grads, max_norm / (total + 1e-6))
-    return total
-
-
-@torch.no_grad()
 def polyak_update(source: torch.nn.Module, target: torch.nn.Module, tau: float) -> None:
     """target <- tau * source + (1 - tau) * target; tau = 1 is a hard copy."""
     source_params = list(source.parameters())

@@ -16,7 +16,9 @@ class MetricLogger(Callback):
         from torch.utils.tensorboard import SummaryWriter  # slow import: only when logging
 
         self.path = run_dir / "metrics.jsonl"
-        self.file = self.path.open("a")
+        # Line-buffered: every row is on disk before the next checkpoint, so a kill loses
+        # none of the rows that the resumed run keeps (it trims those after its checkpoint).
+        self.file = self.path.open("a", buffering=1)
         self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
         self.pending: dict[str, float] = {}
 

@@ -7,6 +7,7 @@ run through the same lines below.
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
@@ -55,6 +56,11 @@ class RunContext:
     started_at: float = field(default_factory=time.perf_counter)
     stop_reason: str | None = None
     interrupted: bool = False
+    solved_streak: int = 0  # consecutive evaluations at or above solved_at
+    fault: str | None = None  # why the run had to stop (a non-finite loss, say): one line
+    torn: bool = False  # stopped in the middle of a step: its state must not be saved
+    in_flight: InFlight | None = None  # the loop's state between steps (set by train)
+    resume_loop: dict | None = None  # a checkpoint's loop state for train() to restore
 
     @property
     def elapsed(self) -> float:
@@ -70,6 +76,8 @@ class RunContext:
             "last_eval": self.last_eval,
             "first_solved_step": self.first_solved_step,
             "first_solved_seconds": self.first_solved_seconds,
+            "solved_streak": self.solved_streak,
+            "latest": dict(self.latest),
             "timers": dict(self.timers),
             "elapsed": self.elapsed,
         }
@@ -85,6 +93,9 @@ class RunContext:
             "first_solved_seconds",
         ):
             setattr(self, name, counters[name])
+        # Absent from checkpoints written before exact resume (format 1).
+        self.solved_streak = int(counters.get("solved_streak", 0))
+        self.latest = dict(counters.get("latest", {}))
         self.timers = dict(counters["timers"])
         self.elapsed_before = float(counters["elapsed"])
         self.started_at = time.perf_counter()
@@ -104,8 +115,10 @@ class Callback:
 
 
 class Every:
-    """Comes due every `interval` env steps (never when `interval` <= 0); `start` lines it up
-    with a run that resumes mid-way. Shared by the evaluators and the checkpointer."""
+    """Comes due once each time the step count crosses a multiple of `interval` (never when
+    `interval` <= 0). What comes next depends only on the step count, so `start` lines a
+    resumed run up with the uninterrupted one exactly. Shared by the loop's log lines, the
+    evaluators and the checkpointer."""
 
     def __init__(self, interval: int):
         self.interval, self.next = interval, interval
@@ -117,8 +130,54 @@ class Every:
     def due(self, steps: int) -> bool:
         if self.interval <= 0 or steps < self.next:
             return False
-        self.next += self.interval
+        self.start(steps)
         return True
+
+
+@dataclass
+class InFlight:
+    """What the loop holds between two steps. A checkpoint keeps it (with the agent's state),
+    so a resumed run continues the very episodes that were running when it was killed."""
+
+    env: Any  # ResumableVectorEnv, TextEnv: anything with state_dict / load_state_dict
+    obs: Any
+    episode_return: np.ndarray
+    episode_length: np.ndarray
+
+    @classmethod
+    def begin(cls, env, run: RunContext) -> InFlight:
+        """Fresh episodes, or the saved ones replayed when the run resumes."""
+        state = run.resume_loop
+        if state is None:  # a new run (or a checkpoint from before exact resume)
+            obs, _ = env.reset(seed=run.seed + run.env_steps)
+            zeros = np.zeros(run.num_envs)
+            return cls(env, obs, zeros, np.zeros(run.num_envs, dtype=np.int64))
+        return cls(
+            env,
+            env.load_state_dict(state["env"]),
+            np.array(state["episode_return"], dtype=np.float64),
+            np.array(state["episode_length"], dtype=np.int64),
+        )
+
+    def state_dict(self) -> dict:
+        return {
+            "env": self.env.state_dict(),
+            "episode_return": self.episode_return.copy(),
+            "episode_length": self.episode_length.copy(),
+        }
+
+
+# Metrics that are undefined (NaN) in healthy runs: explained variance when returns are constant.
+MAY_BE_NAN = frozenset({"losses/explained_variance"})
+
+
+def non_finite(metrics: Mapping[str, float]) -> str | None:
+    """The first loss metric that is NaN or infinite, as 'name=value', else None."""
+    for key, value in metrics.items():
+        if key.startswith("losses/") and not math.isfinite(value):
+            if not (math.isnan(value) and key in MAY_BE_NAN):
+                return f"{key}={value}"
+    return None
 
 
 def real_next_obs(next_obs, infos: dict, done: np.ndarray):
@@ -164,12 +223,12 @@ def train(agent, env, run: RunContext, callbacks: list[Callback], log_every: int
     """Step the env(s), feed the agent, update when it is ready, tell the callbacks.
 
     Ctrl-C ends the loop cleanly after the current step (run.interrupted), and on_train_end
-    still runs, so the checkpointer saves and the dashboard gives the terminal back.
+    still runs, so the checkpointer saves and the dashboard gives the terminal back. A loss
+    that turns NaN or infinite stops the loop at once (run.fault), before anything saves it.
     """
-    obs, _ = env.reset(seed=run.seed + run.env_steps)
-    episode_return = np.zeros(run.num_envs)
-    episode_length = np.zeros(run.num_envs, dtype=np.int64)
-    next_log = (run.env_steps // log_every + 1) * log_every
+    flight = run.in_flight = InFlight.begin(env, run)
+    log = Every(log_every)
+    log.start(run.env_steps)
     window_start, steps_at_window, updates_at_window = (
         time.perf_counter(),
         run.env_steps,
@@ -179,8 +238,16 @@ def train(agent, env, run: RunContext, callbacks: list[Callback], log_every: int
         callback.on_train_start(run)
     ctrl_c = CtrlC()
     try:
-        while run.env_steps < run.total_steps and not ctrl_c.pressed:
+        # Stop conditions come before the budget and before each step, so a run resumed from
+        # the checkpoint of its last step (killed in its final evaluation, say) stops where and
+        # why it stopped.
+        while not ctrl_c.pressed:
+            if run.fault or any(callback.should_stop(run) for callback in callbacks):
+                break
+            if run.env_steps >= run.total_steps:
+                break
             tick = time.perf_counter()
+            obs = flight.obs
             actions = agent.act(obs, explore=True)
             next_obs, rewards, terminated, truncated, infos = env.step(actions)
             done = np.logical_or(terminated, truncated)
@@ -194,10 +261,10 @@ def train(agent, env, run: RunContext, callbacks: list[Callback], log_every: int
                     truncated,
                 )
             )
-            obs = next_obs
+            flight.obs = next_obs
             run.env_steps += run.num_envs
-            episode_return += rewards
-            episode_length += 1
+            flight.episode_return += rewards
+            flight.episode_length += 1
             tock = time.perf_counter()
             run.timers["act"] += tock - tick
 
@@ -206,33 +273,38 @@ def train(agent, env, run: RunContext, callbacks: list[Callback], log_every: int
                 run.updates += 1
                 run.latest.update(metrics)
                 run.timers["learn"] += time.perf_counter() - tock
+                bad = non_finite(metrics)
+                if bad:  # never hand a poisoned agent to the callbacks (or a checkpoint)
+                    run.fault = f"{bad} at {run.env_steps:,} steps (update {run.updates})"
+                    break
 
             for i in np.flatnonzero(done):
                 run.episodes += 1
                 for callback in callbacks:
-                    callback.on_episode_end(run, float(episode_return[i]), int(episode_length[i]))
-                episode_return[i], episode_length[i] = 0.0, 0
+                    callback.on_episode_end(
+                        run, float(flight.episode_return[i]), int(flight.episode_length[i])
+                    )
+                flight.episode_return[i], flight.episode_length[i] = 0.0, 0
 
-            if run.env_steps >= next_log:
+            if log.due(run.env_steps):
                 now = time.perf_counter()
                 seconds = max(now - window_start, 1e-9)
                 run.latest["time/sps"] = (run.env_steps - steps_at_window) / seconds
                 run.latest["time/ups"] = (run.updates - updates_at_window) / seconds
                 window_start, steps_at_window, updates_at_window = now, run.env_steps, run.updates
-                next_log += log_every
                 for callback in callbacks:
                     callback.on_log(run, dict(run.latest))
 
             for callback in callbacks:
                 callback.on_step(run)
-            if any(callback.should_stop(run) for callback in callbacks):
-                break
-    except KeyboardInterrupt:  # a second Ctrl-C, or one outside Python's reach of the flag
-        ctrl_c.pressed = True
+    except KeyboardInterrupt:  # a second Ctrl-C: the step it broke into is half done
+        ctrl_c.pressed = run.torn = True
     finally:
         ctrl_c.restore()
         env.close()
-    if ctrl_c.pressed:
+    if run.fault:
+        run.stop_reason = "fault"
+    elif ctrl_c.pressed:
         run.interrupted = True
         run.stop_reason = "interrupted"
     if run.stop_reason is None:

@@ -22,7 +22,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from rl_lab.config import RunConfig
-from rl_lab.errors import UserError
+from rl_lab.errors import RunFault, UserError
 
 if TYPE_CHECKING:
     from envs.tasks import Task
@@ -281,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except RunFault as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.status
     except KeyboardInterrupt:  # outside the training loop, which saves and returns 130 itself
         print("interrupted", file=sys.stderr)
         return 130

@@ -19,8 +19,9 @@ from envs.tasks import Task, make_env, make_vector_env
 from rl_lab import checkpoint
 from rl_lab.config import RunConfig, from_dict, to_dict
 from rl_lab.dashboard import Dashboard
-from rl_lab.errors import UserError
+from rl_lab.errors import DIVERGED, RunFault, UserError
 from rl_lab.evaluation import EvalResult, Evaluator, evaluate
+from rl_lab.lock import lock_run_dir, unlock_run_dir
 from rl_lab.logging import MetricLogger, read_metrics
 from rl_lab.loop import Callback, Every, RunContext, train
 from rl_lab.presets import preset
@@ -203,6 +204,7 @@ def check_writable(run_dir: Path) -> None:
 def check_resume(run_dir, spec, task, run_flags: dict, algo_flags: dict) -> dict:
     """The saved config.json of a run that `--resume` may continue with these flags."""
     saved = read_run_config(run_dir)
+    lock_run_dir(Path(run_dir))  # before anything reads or trims the run's files
     if (saved["algo"], saved["task"]) != (spec.name, task.name):
         raise UserError(
             f"{run_dir} is a {saved['algo']} {saved['task']} run: resume it with "
@@ -219,7 +221,10 @@ def check_resume(run_dir, spec, task, run_flags: dict, algo_flags: dict) -> dict
 
 
 class Checkpointer(Callback):
-    """Saves everything a resume needs every `interval` env steps and when training ends."""
+    """Saves everything a resume needs every `interval` env steps and when training ends:
+    the run's counters, the loop's episodes in flight and the agent. A state with a NaN or
+    infinite parameter is never saved: the run stops (run.fault) and the last good
+    checkpoint stays the newest."""
 
     def __init__(self, run_dir: Path, interval: int):
         self.directory, self.schedule = run_dir / "checkpoints", Every(interval)
@@ -228,10 +233,18 @@ class Checkpointer(Callback):
         self.schedule.start(run.env_steps)
 
     def save(self, run: RunContext) -> None:
+        if run.fault or run.torn:  # a poisoned or half-done step is never saved
+            return
         started = time.perf_counter()
-        checkpoint.save(
-            self.directory, {"format": 1, "run": run.counters(), "agent": run.agent.state_dict()}
-        )
+        agent = run.agent.state_dict()
+        if not checkpoint.all_finite(agent):
+            run.fault = (
+                f"a parameter became NaN or infinite by {run.env_steps:,} steps "
+                f"(update {run.updates})"
+            )
+            return
+        state = {"format": 2, "run": run.counters(), "loop": run.in_flight.state_dict()}
+        checkpoint.save(self.directory, {**state, "agent": agent})
         run.timers["other"] += time.perf_counter() - started
 
     def on_step(self, run: RunContext) -> None:
@@ -240,6 +253,33 @@ class Checkpointer(Callback):
 
     def on_train_end(self, run: RunContext) -> None:
         self.save(run)
+
+
+def fault_message(run: RunContext, run_dir: Path) -> str:
+    """The one line for a run stopped by a non-finite loss or parameter."""
+    kept = checkpoint.latest_step(run_dir / "checkpoints")
+    where = (
+        "no checkpoint had been saved yet"
+        if kept is None
+        else (f"the last good checkpoint (step {kept:,}) is kept")
+    )
+    return (
+        f"training diverged: {run.fault}; {where}. Resume from it with "
+        f"`python -m rl_lab.run --resume {run_dir}`, or start a new run with a lower "
+        "--lr or --max-grad-norm"
+    )
+
+
+def interrupted_message(run: RunContext, run_dir: Path) -> str:
+    if run.torn:  # a second Ctrl-C broke into a step: its state was not saved
+        kept = checkpoint.latest_step(run_dir / "checkpoints")
+        saved = "no checkpoint saved yet" if kept is None else f"checkpoint {kept:,} kept"
+    else:
+        saved = "checkpoint saved"
+    return (
+        f"interrupted at {run.env_steps:,} steps; {saved}. Continue with "
+        f"`python -m rl_lab.run --resume {run_dir}`"
+    )
 
 
 class Experiment:
@@ -287,6 +327,7 @@ class Experiment:
             raise UserError(
                 f"cannot create {run_dir} ({error.strerror}): choose another --run-dir"
             ) from None
+        lock_run_dir(run_dir)
         config = {
             "algo": spec.name,
             "task": task.name,
@@ -299,10 +340,18 @@ class Experiment:
     @classmethod
     def resume(cls, run_dir, spec, task, module, run_flags, algo_flags):
         saved = check_resume(run_dir, spec, task, run_flags, algo_flags)
-        state = checkpoint.load(Path(run_dir) / "checkpoints")
+        directory = Path(run_dir) / "checkpoints"
+        checkpoint.remove_partial_saves(directory)  # a save that was killed half-way
+        # Killed after config.json but before its first checkpoint: start again from step 0.
+        state = checkpoint.load(directory) if checkpoint.newest(directory) else None
         run_config, algo_config = saved_configs(run_dir, saved, task, module.Config, run_flags)
         experiment = cls(spec, task, module, run_config, algo_config, Path(run_dir))
-        load_state(experiment.agent, experiment.run, state, run_dir)
+        if state is None:
+            print(f"{run_dir} has no checkpoint yet: training it from step 0")
+        else:
+            load_state(experiment.agent, experiment.run, state, run_dir)
+            print(f"resuming {run_dir} from step {experiment.run.env_steps:,}")
+            experiment.run.resume_loop = state.get("loop")  # absent before format 2
         check_steps_left(run_dir, run_config.total_steps, experiment.run.env_steps)
         experiment.run.total_steps = run_config.total_steps
         keep_metrics_until(Path(run_dir) / "metrics.jsonl", experiment.run.env_steps)
@@ -314,9 +363,24 @@ class Experiment:
         return self.agent.act(obs, explore=False)
 
     def train(self, dashboard: bool = True) -> int:
+        """Train, evaluate, report; the run directory's lock is released when this returns
+        (the process may go on: tests, sweeps)."""
+        try:
+            return self.train_and_evaluate(dashboard)
+        finally:
+            unlock_run_dir(self.run_dir)
+
+    def train_and_evaluate(self, dashboard: bool) -> int:
         c, run = self.run_config, self.run
         eval_seed = c.seed + EVAL_SEED_OFFSET
         board = Dashboard(live=None if dashboard else False)
+        metrics = self.run_dir / "metrics.jsonl"
+        if run.env_steps and metrics.is_file():  # a resumed run's dashboard goes on from there
+            rows = read_metrics(metrics)
+            board.returns = [
+                r["charts/episodic_return"] for r in rows if "charts/episodic_return" in r
+            ]
+            board.recent.extend(board.returns[-board.recent.maxlen :])
         logger = MetricLogger(self.run_dir)
         evaluator = Evaluator(
             self.greedy_policy,
@@ -337,23 +401,30 @@ class Experiment:
                 callbacks,
                 log_every=c.log_interval,
             )
+        except OSError as error:  # metrics.jsonl on a full disk (checkpoints raise RunFault)
+            raise checkpoint.write_fault(self.run_dir, error, "the run's files") from None
         finally:
             board.close()
+        if run.fault:
+            raise RunFault(fault_message(run, self.run_dir), DIVERGED)
         if run.interrupted:
-            print(
-                f"interrupted at {run.env_steps:,} steps; checkpoint saved. Continue with "
-                f"`python -m rl_lab.run --resume {self.run_dir}`"
-            )
+            print(interrupted_message(run, self.run_dir))
             return 130
-        started = time.perf_counter()
-        result = evaluate(
-            self.greedy_policy,
-            lambda: make_env(self.task),
-            c.eval_episodes,
-            c.seed + FINAL_EVAL_SEED_OFFSET,
-        )
-        run.timers["eval"] += time.perf_counter() - started
-        self.write_results(result)
+        try:
+            started = time.perf_counter()
+            result = evaluate(
+                self.greedy_policy,
+                lambda: make_env(self.task),
+                c.eval_episodes,
+                c.seed + FINAL_EVAL_SEED_OFFSET,
+            )
+            run.timers["eval"] += time.perf_counter() - started
+            self.write_results(result)
+        except KeyboardInterrupt:  # the final checkpoint is saved: a resume re-evaluates
+            print(interrupted_message(run, self.run_dir))
+            return 130
+        except OSError as error:
+            raise checkpoint.write_fault(self.run_dir, error, "the results") from None
         print(
             f"final evaluation: mean return {result.mean_return:.2f} ± "
             f"{result.std_return:.2f} over {result.episodes} episodes "
@@ -428,10 +499,41 @@ def evaluate_run_dir(run_dir: str, episodes: int | None, seed: int | None, video
         print(f"video of one greedy episode: {path}")
 
 
+def headless_rendering() -> None:
+    """Render frames without a display unless the user chose a backend: SDL (pygame: classic
+    control, Box2D) renders to memory with dummy drivers, which also keeps it from printing
+    errors about XDG_RUNTIME_DIR and sound cards; MuJoCo renders through EGL (read when its
+    renderer is made, so setting it after the env module was imported still counts)."""
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+def check_rendering(task: Task) -> None:
+    """Render one frame, or say in one line what is missing."""
+    env = make_env(task, render_mode="rgb_array")
+    try:
+        env.reset(seed=0)
+        env.render()
+    except Exception as error:  # each GL backend fails its own way (ImportError, FatalError..)
+        backend = os.environ.get("MUJOCO_GL", "glfw")
+        raise UserError(
+            f"cannot render {task.name} for a video (MUJOCO_GL={backend}: "
+            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+            "the evaluation's numbers are written. Install EGL (apt-get install libegl1) or "
+            "OSMesa (apt-get install libosmesa6) and set MUJOCO_GL=egl or osmesa"
+        ) from None
+    finally:
+        env.close()
+
+
 def record_video(policy, task: Task, path: Path, seed: int, fps: int = 30) -> Path:
     """One greedy episode rendered to MP4 (frames streamed to ffmpeg, written atomically)."""
     import imageio.v2 as imageio
 
+    headless_rendering()
+    check_rendering(task)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(".tmp-" + path.name)
     try:

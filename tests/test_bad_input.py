@@ -111,11 +111,12 @@ def test_resume_of_corrupt_config(tmp_path):
     assert_user_error(cli("--resume", run_dir), "corrupt")
 
 
-def test_resume_without_checkpoints(tmp_path):
+def test_eval_without_checkpoints(tmp_path):
+    # (--resume of such a run trains it from step 0: tests/test_resume.py)
     run_dir = make_run(tmp_path)
     for path in sorted((run_dir / "checkpoints").rglob("*"), reverse=True):
         path.rmdir() if path.is_dir() else path.unlink()
-    assert_user_error(cli("--resume", run_dir), "no checkpoint")
+    assert_user_error(cli("eval", run_dir), "no checkpoint")
 
 
 def test_resume_rejects_changed_hyperparameters(tmp_path):
