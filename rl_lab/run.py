@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import sys
 from typing import Any
 
+from rl_lab import implementations
 from rl_lab.config import RunConfig
 from rl_lab.errors import UserError
 
@@ -142,6 +142,17 @@ def cmd_eval(argv: list[str]) -> int:
     return 0
 
 
+def impl_flag(argv: list[str], flag: str = "--impl") -> str | None:
+    """The value of one flag, read before the full parser exists (it picks the parser)."""
+    found = None
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            found = argv[i + 1]
+        elif arg.startswith(flag + "="):
+            found = arg.split("=", 1)[1]
+    return found
+
+
 def cmd_train(argv: list[str]) -> int:
     from rl_lab.registry import get_algo, get_task
 
@@ -159,11 +170,21 @@ def cmd_train(argv: list[str]) -> int:
         )
     rest = argv if resume_only else argv[2:]
 
-    if resume_only:
+    impl_name = impl_flag(rest)
+    resume_dir = impl_flag(rest, "--resume")
+    if resume_only or resume_dir is not None:
         from rl_lab.runner import read_run_config
 
-        saved = read_run_config(rest[1] if len(rest) > 1 else "")
-        algo_name, task_name = saved["algo"], saved["task"]
+        saved = read_run_config(resume_dir or "")
+        saved_impl = saved.get("impl", "lab")
+        if impl_name not in (None, saved_impl):
+            raise UserError(
+                f"{resume_dir} is a --impl {saved_impl} run: drop --impl {impl_name} "
+                "(--resume continues with the saved implementation)"
+            )
+        impl_name = saved_impl
+        if resume_only:
+            algo_name, task_name = saved["algo"], saved["task"]
     spec = get_algo(algo_name)
     task = get_task(task_name)
     if task.kind not in spec.task_kinds:
@@ -171,7 +192,8 @@ def cmd_train(argv: list[str]) -> int:
             f"{algo_name} does not run {task.kind} tasks such as {task_name!r}; "
             f"it runs {', '.join(spec.task_kinds)} tasks"
         )
-    module = importlib.import_module(spec.modules[task.kind])
+    impl = implementations.find(algo_name, impl_name, task.kind, task_name)
+    module = impl.module()
     algo_config_cls = module.Config
 
     parser = OneLineParser(
@@ -192,14 +214,18 @@ def cmd_train(argv: list[str]) -> int:
     parser.add_argument(
         "--no-dashboard", action="store_true", help="plain log lines instead of the live dashboard"
     )
+    parser.add_argument(
+        "--impl",
+        default=impl.name,
+        choices=spec.impl_names,
+        help=f"who implements {algo_name}: {', '.join(spec.impl_names)} (default: "
+        f"{implementations.default_name(algo_name, task.kind)})",
+    )
     add_config_flags(parser, RunConfig, "run settings")
     add_config_flags(parser, algo_config_cls, f"{algo_name} settings")
     args = parser.parse_args(rest)
 
-    from rl_lab import runner
-
-    # Text tasks bring their own Experiment (same interface); Gym tasks share runner's.
-    Experiment = getattr(module, "Experiment", runner.Experiment)
+    Experiment = impl.experiment_class()
     run_flags, algo_flags = given(args, RunConfig), given(args, algo_config_cls)
     if args.resume:
         experiment = Experiment.resume(args.resume, spec, task, module, run_flags, algo_flags)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from envs.tasks import Task, make_env, make_vector_env
-from rl_lab import checkpoint
+from rl_lab import checkpoint, implementations
 from rl_lab.config import RunConfig, from_dict, to_dict
 from rl_lab.dashboard import Dashboard
 from rl_lab.errors import UserError
@@ -121,6 +121,8 @@ class Checkpointer(Callback):
 
 
 class Experiment:
+    impl = "lab"  # the implementation name config.json records (rl_lab.implementations)
+
     def __init__(
         self, spec: AlgoSpec, task: Task, module, run_config: RunConfig, algo_config, run_dir: Path
     ):
@@ -168,6 +170,7 @@ class Experiment:
         config = {
             "algo": spec.name,
             "task": task.name,
+            "impl": cls.impl,
             "run": to_dict(run_config),
             "algo_config": to_dict(algo_config),
         }
@@ -215,13 +218,7 @@ class Experiment:
         evaluator.callbacks = [board, logger]
         callbacks = [board, logger, evaluator, Checkpointer(self.run_dir, c.checkpoint_interval)]
         try:
-            train(
-                self.agent,
-                make_vector_env(self.task, c.num_envs),
-                run,
-                callbacks,
-                log_every=c.log_interval,
-            )
+            self.fit(callbacks)
         finally:
             board.close()
         if run.interrupted:
@@ -246,6 +243,17 @@ class Experiment:
             f"results in {self.run_dir}"
         )
         return 0
+
+    def fit(self, callbacks: list[Callback]) -> None:
+        """Train with these callbacks (the seam another implementation replaces)."""
+        c = self.run_config
+        train(
+            self.agent,
+            make_vector_env(self.task, c.num_envs),
+            self.run,
+            callbacks,
+            log_every=c.log_interval,
+        )
 
     def write_results(self, result: EvalResult) -> None:
         run = self.run
@@ -276,6 +284,34 @@ class Experiment:
             json.loads((self.run_dir / "config.json").read_text()),
         )
 
+    @classmethod
+    def evaluate_run_dir(
+        cls, run_dir: str, episodes: int | None, seed: int | None, video: bool
+    ) -> None:
+        """Greedy evaluation of a saved run's latest checkpoint, written to reeval.json."""
+        saved = read_run_config(run_dir)
+        spec, task = get_algo(saved["algo"]), get_task(saved["task"])
+        module = implementations.find(spec.name, saved.get("impl"), task.kind).module()
+        state = checkpoint.load(Path(run_dir) / "checkpoints")
+        run_config = from_dict(RunConfig, saved["run"])
+        algo_config = from_dict(module.Config, saved["algo_config"])
+        experiment = cls(spec, task, module, run_config, algo_config, Path(run_dir))
+        experiment.agent.load_state_dict(state["agent"])
+        episodes = episodes or run_config.eval_episodes
+        seed = run_config.seed + 2 * FINAL_EVAL_SEED_OFFSET if seed is None else seed
+        result = evaluate(experiment.greedy_policy, lambda: make_env(task), episodes, seed)
+        out = Path(run_dir) / "reeval.json"
+        checkpoint.atomic_write_text(out, json.dumps(result.to_dict(), indent=2) + "\n")
+        print(
+            f"{saved['algo']} {saved['task']}: mean return {result.mean_return:.2f} ± "
+            f"{result.std_return:.2f} over {episodes} episodes (seed {seed}); written to {out}"
+        )
+        if video:
+            path = record_video(
+                experiment.greedy_policy, task, Path(run_dir) / "videos" / "eval.mp4", seed
+            )
+            print(f"video of one greedy episode: {path}")
+
 
 def keep_metrics_until(path: Path, step: int) -> None:
     """Drop metric rows written after the checkpoint we resume from (they will be redone)."""
@@ -285,35 +321,11 @@ def keep_metrics_until(path: Path, step: int) -> None:
 
 
 def evaluate_run_dir(run_dir: str, episodes: int | None, seed: int | None, video: bool) -> None:
-    """`python -m rl_lab.run eval RUN_DIR`: greedy evaluation of the latest checkpoint."""
-    import importlib
-
+    """`python -m rl_lab.run eval RUN_DIR`: the run's own implementation re-evaluates it."""
     saved = read_run_config(run_dir)
-    spec, task = get_algo(saved["algo"]), get_task(saved["task"])
-    module = importlib.import_module(spec.modules[task.kind])
-    if hasattr(module, "Experiment"):  # text tasks evaluate in their own way
-        return module.Experiment.evaluate_run_dir(run_dir, episodes, seed, video)
-    state = checkpoint.load(Path(run_dir) / "checkpoints")
-    config_cls = module.Config
-    run_config = from_dict(RunConfig, saved["run"])
-    experiment = Experiment(
-        spec, task, module, run_config, from_dict(config_cls, saved["algo_config"]), Path(run_dir)
-    )
-    experiment.agent.load_state_dict(state["agent"])
-    episodes = episodes or run_config.eval_episodes
-    seed = run_config.seed + 2 * FINAL_EVAL_SEED_OFFSET if seed is None else seed
-    result = evaluate(experiment.greedy_policy, lambda: make_env(task), episodes, seed)
-    out = Path(run_dir) / "reeval.json"
-    checkpoint.atomic_write_text(out, json.dumps(result.to_dict(), indent=2) + "\n")
-    print(
-        f"{saved['algo']} {saved['task']}: mean return {result.mean_return:.2f} ± "
-        f"{result.std_return:.2f} over {episodes} episodes (seed {seed}); written to {out}"
-    )
-    if video:
-        path = record_video(
-            experiment.greedy_policy, task, Path(run_dir) / "videos" / "eval.mp4", seed
-        )
-        print(f"video of one greedy episode: {path}")
+    task = get_task(saved["task"])
+    impl = implementations.find(saved["algo"], saved.get("impl"), task.kind, task.name)
+    impl.experiment_class().evaluate_run_dir(run_dir, episodes, seed, video)
 
 
 def record_video(policy, task: Task, path: Path, seed: int, fps: int = 30) -> Path:

@@ -84,6 +84,7 @@ class Experiment:
     """LM PPO on a text task; built (and validated) in full before anything is written."""
 
     steps_name = "PPO iterations"  # what run.updates counts, for summary.md and the last line
+    impl = "lab"  # recorded in config.json (rl_lab.implementations)
 
     def __init__(self, spec, task, module, run_config: RunConfig, algo_config, run_dir: Path):
         from envs.text import TextEnv

@@ -108,6 +108,8 @@ class TaskReward:
 class TRLExperiment(LMExperiment):
     """A TRL trainer (the algorithm module's `trainer_classes()`) on a text task."""
 
+    impl = "trl"  # recorded in config.json (rl_lab.implementations)
+
     def __init__(self, spec, task, module, run_config: RunConfig, algo_config, run_dir: Path):
         self.spec, self.task, self.module = spec, task, module
         self.run_config, self.config, self.run_dir = run_config, algo_config, Path(run_dir)
