@@ -1,4 +1,4 @@
-"""Command line: `python -m rl_lab.run ALGO TASK [flags]`, `list`, `eval RUN_DIR`.
+"""Command line: `python -m rl_lab.run ALGO TASK [flags]`, `list`, `eval RUN_DIR`, `compare`.
 
 Examples:
   python -m rl_lab.run dqn cartpole
@@ -7,6 +7,8 @@ Examples:
   python -m rl_lab.run --resume runs/mine
   python -m rl_lab.run list
   python -m rl_lab.run eval runs/mine --episodes 50 --video
+  python -m rl_lab.run dqn cartpole --impl sb3        # Stable-Baselines3's DQN, same run dir
+  python -m rl_lab.run compare dqn,dqn:sb3 cartpole --seeds 100-109 --workers 2
 
 A user mistake prints one line on stderr and exits with status 2.
 """
@@ -246,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_list()
         if argv[0] == "eval":
             return cmd_eval(argv[1:])
+        if argv[0] == "compare":
+            from rl_lab.compare import cmd_compare
+
+            return cmd_compare(argv[1:])
         return cmd_train(argv)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
