@@ -403,7 +403,8 @@ def write_curves(path: Path, out: Path, entries, seeds, task) -> None:
         if not curves:
             continue
         grid, rows = iqm_curve(curves)
-        line = ax.plot(grid, rows[:, 0], label=f"{entry.label} (IQM of {len(curves)})")[0]
+        label = f"{entry.label} (IQM of {len(curves)})"
+        line = ax.plot(grid, rows[:, 0], marker=".", label=label)[0]
         ax.fill_between(grid, rows[:, 1], rows[:, 2], color=line.get_color(), alpha=0.2)
     if task.solved_at is not None:
         ax.axhline(task.solved_at, color="gray", linestyle="--", linewidth=1, label="solved")

@@ -13,6 +13,7 @@ import importlib
 from dataclasses import dataclass
 
 from rl_lab.errors import UserError
+from rl_lab.experiment import Experiment
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class Implementation:
     def module(self):
         return importlib.import_module(self.config_module)
 
-    def experiment_class(self) -> type:
+    def experiment_class(self) -> type[Experiment]:
         module_name, class_name = self.experiment.split(":")
         return vars(importlib.import_module(module_name))[class_name]
 

@@ -105,9 +105,12 @@ def cmd_list() -> int:
     table = Table(title="algorithms")
     table.add_column("name")
     table.add_column("task kinds")
+    table.add_column("implementations (--impl)")
     table.add_column("description")
     for spec in ALGOS.values():
-        table.add_row(spec.name, ", ".join(spec.task_kinds), spec.description)
+        table.add_row(
+            spec.name, ", ".join(spec.task_kinds), ", ".join(spec.impl_names), spec.description
+        )
     console.print(table)
     table = Table(title="tasks (or pass any Gymnasium id, e.g. CartPole-v1)")
     for column in ("name", "environment", "solved at", "description"):

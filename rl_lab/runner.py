@@ -21,11 +21,12 @@ from rl_lab.config import RunConfig, from_dict, to_dict
 from rl_lab.dashboard import Dashboard
 from rl_lab.errors import UserError
 from rl_lab.evaluation import EvalResult, Evaluator, evaluate
+from rl_lab.experiment import interrupted, write_results
 from rl_lab.logging import MetricLogger, read_metrics
 from rl_lab.loop import Callback, Every, RunContext, train
 from rl_lab.presets import preset
 from rl_lab.registry import AlgoSpec, get_algo, get_task
-from rl_lab.report import write_curve, write_summary
+from rl_lab.report import summary_text
 
 # Evaluation envs never share seeds with training envs: periodic evaluations use
 # seed + EVAL_SEED_OFFSET + env_steps, the final one seed + FINAL_EVAL_SEED_OFFSET.
@@ -222,11 +223,7 @@ class Experiment:
         finally:
             board.close()
         if run.interrupted:
-            print(
-                f"interrupted at {run.env_steps:,} steps; checkpoint saved. Continue with "
-                f"`python -m rl_lab.run --resume {self.run_dir}`"
-            )
-            return 130
+            return interrupted(self.run_dir, f"at {run.env_steps:,} steps")
         started = time.perf_counter()
         result = evaluate(
             self.greedy_policy,
@@ -272,16 +269,14 @@ class Experiment:
             "first_solved_seconds": run.first_solved_seconds,
             "best_eval": run.best_eval,
         }
-        checkpoint.atomic_write_text(
-            self.run_dir / "eval.json", json.dumps(report, indent=2) + "\n"
-        )
-        rows = read_metrics(self.run_dir / "metrics.jsonl")
-        write_curve(self.run_dir / "curve.png", rows, run.title, self.task.solved_at)
-        write_summary(
-            self.run_dir / "summary.md",
-            run.title,
+        config = json.loads((self.run_dir / "config.json").read_text())
+        write_results(
+            self.run_dir,
             report,
-            json.loads((self.run_dir / "config.json").read_text()),
+            read_metrics(self.run_dir / "metrics.jsonl"),
+            run.title,
+            self.task.solved_at,
+            summary_text(run.title, report, config),
         )
 
     @classmethod

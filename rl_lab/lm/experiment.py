@@ -9,15 +9,15 @@ length, policy kind) is checked before the run directory is created.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import time
 from pathlib import Path
 
-from rl_lab import checkpoint
+from rl_lab import checkpoint, implementations
 from rl_lab.config import RunConfig, from_dict
 from rl_lab.errors import UserError
+from rl_lab.experiment import interrupted, write_results
 from rl_lab.loop import Callback, Every, RunContext, train
 from rl_lab.runner import (
     EVAL_SEED_OFFSET,
@@ -127,7 +127,7 @@ class Experiment:
 
         saved = read_run_config(run_dir)
         spec, task = get_algo(saved["algo"]), get_task(saved["task"])
-        module = importlib.import_module(spec.modules[task.kind])
+        module = implementations.find(spec.name, saved.get("impl"), task.kind).module()
         try:
             run_config = from_dict(RunConfig, {**saved["run"], **(run_flags or {})})
             algo_config = from_dict(module.Config, saved["algo_config"])
@@ -194,11 +194,7 @@ class Experiment:
         finally:
             board.close()
         if run.interrupted:
-            print(
-                f"interrupted after {run.updates} iterations; checkpoint saved. Continue with "
-                f"`python -m rl_lab.run --resume {self.run_dir}`"
-            )
-            return 130
+            return interrupted(self.run_dir, f"after {run.updates} iterations")
         return self.finish(before)
 
     def evaluate_before(self) -> dict:
@@ -249,7 +245,6 @@ class Experiment:
 
     def write_results(self, before: dict, after: dict) -> None:
         from rl_lab.logging import read_metrics
-        from rl_lab.report import write_curve
 
         run = self.run
         metrics = lambda result: {k: v for k, v in result.items() if k != "samples"}  # noqa: E731
@@ -267,22 +262,16 @@ class Experiment:
                 "after": after["samples"][:SAMPLE_ROWS],
             },
         }
-        checkpoint.atomic_write_text(
-            self.run_dir / "eval.json", json.dumps(report, indent=2) + "\n"
+        config = json.loads((self.run_dir / "config.json").read_text())
+        summary = summary_markdown(
+            run.title,
+            report,
+            config,
+            self.steps_name,
+            checkpoints=(self.run_dir / "checkpoints").is_dir(),
         )
         rows = read_metrics(self.run_dir / "metrics.jsonl")
-        write_curve(self.run_dir / "curve.png", rows, run.title, None)
-        config = json.loads((self.run_dir / "config.json").read_text())
-        checkpoint.atomic_write_text(
-            self.run_dir / "summary.md",
-            summary_markdown(
-                run.title,
-                report,
-                config,
-                self.steps_name,
-                checkpoints=(self.run_dir / "checkpoints").is_dir(),
-            ),
-        )
+        write_results(self.run_dir, report, rows, run.title, None, summary)
 
     # ------------------------------------------------------------ `python -m rl_lab.run eval`
 

@@ -20,7 +20,9 @@ PRESETS: dict = {}
 
 
 class Experiment:
-    """Same interface as rl_lab.runner.Experiment, for a supervised fine-tune."""
+    """The experiment shape (rl_lab.experiment), for a supervised fine-tune."""
+
+    impl = "lab"
 
     def __init__(self, config: RewardModelConfig, out_dir: Path):
         self.config, self.out_dir = config, out_dir

@@ -28,6 +28,7 @@ import numpy as np
 from envs.text import scored_texts
 from rl_lab.config import RunConfig, option
 from rl_lab.errors import UserError
+from rl_lab.experiment import interrupted
 from rl_lab.lm import ppo
 from rl_lab.lm.experiment import Experiment as LMExperiment
 from rl_lab.lm.experiment import LMEvaluator, load_text_task, require_one_process
@@ -276,11 +277,7 @@ class TRLExperiment(LMExperiment):
             with contextlib.suppress(OSError):  # TRL's output dir, empty without checkpoints
                 (self.run_dir / "trl").rmdir()
         if run.interrupted:
-            print(
-                f"interrupted after {run.updates} {self.steps_name}; TRL runs keep no checkpoints "
-                f"(metrics so far are in {self.run_dir}): start a new run"
-            )
-            return 130
+            return interrupted(self.run_dir, f"after {run.updates} {self.steps_name}", False)
         run.stop_reason = "budget" if run.updates >= rc.total_steps else "stopped"
         self.model.eval()
         return self.finish(before)
