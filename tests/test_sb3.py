@@ -118,3 +118,15 @@ def test_resume_keeps_the_saved_implementation(tmp_path, capsys):
     capsys.readouterr()
     assert main(["dqn", "cartpole", "--impl", "sb3", "--resume", str(run_dir)]) == 2
     assert "is a --impl lab run" in capsys.readouterr().err
+
+
+def test_registry_names_each_implementation_and_its_experiment_class():
+    from rl_lab import implementations
+
+    for impls in implementations.IMPLEMENTATIONS.values():
+        for impl in impls:
+            assert impl.experiment_class().impl == impl.name  # what config.json records
+            assert impl.module().Config is not None
+    assert implementations.find("dqn", None, "gym").name == "lab"  # lab is the default
+    assert implementations.find("grpo", None, "text").name == "trl"  # ... where there is one
+    assert implementations.names("ppo") == ["lab", "sb3"]
