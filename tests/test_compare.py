@@ -84,3 +84,33 @@ def test_bad_compare_input_is_one_line(args, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert files_under(out) == []
+
+
+def test_text_runs_report_their_after_metrics(tmp_path):
+    """The report reads text runs' eval.json (before/after held-out metrics) the same way."""
+    from rl_lab.compare import Entry, write_report
+    from rl_lab.registry import get_task
+
+    entries = [Entry("ppo", "lab"), Entry("grpo", "trl")]
+    after = {}
+    for entry, base in zip(entries, (0.5, 0.2)):
+        for seed in (100, 101):
+            run_dir = tmp_path / entry.directory / f"s{seed}"
+            run_dir.mkdir(parents=True)
+            metrics = {"mean_reward": base + seed / 1000, "positive_fraction": base, "kl": 1.0,
+                       "distinct_2": 0.9, "perplexity": 20.0}  # fmt: skip
+            after[(entry.label, seed)] = metrics["mean_reward"]
+            report = {"before": {**metrics, "mean_reward": 0.0}, "after": metrics,
+                      "wall_seconds": 10.0 + seed, "completions": 64, "timers": {}}  # fmt: skip
+            (run_dir / "eval.json").write_text(json.dumps(report))
+            rows = [{"step": 32, "eval/mean_return": 0.1}, {"step": 64, "eval/mean_return": 0.3}]
+            (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = write_report(tmp_path, entries, [100, 101], get_task("sentiment"), "compare ...")
+    lab = report["results"]["ppo:lab"]
+    assert lab["reward"]["mean"] == pytest.approx(
+        np.mean([after[("ppo:lab", s)] for s in (100, 101)])
+    )
+    assert lab["wall_seconds"]["mean"] == pytest.approx(110.5)
+    assert report["probability_of_improvement"]["P(ppo:lab > grpo:trl)"]["point"] == 1.0
+    assert "solved" not in report["markdown_table"]
+    assert (tmp_path / "curves.png").is_file()
