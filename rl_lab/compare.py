@@ -369,6 +369,15 @@ def write_markdown(out: Path, report: dict, entries, metrics, kind) -> None:
             "- Unsolved runs count as their whole budget in `solve_seconds` and `solve_steps` "
             "(a lower bound on their time); `solved` is the fraction of seeds that solved."
         )
+    first = report["results"][entries[0].label]
+    time_key = "solve_seconds" if kind == "gym" else "wall_seconds"
+    for entry in entries[1:]:
+        other = report["results"][entry.label]
+        if time_key in other and time_key in first and first[time_key]["iqm"] > 0:
+            ratio = other[time_key]["iqm"] / first[time_key]["iqm"]
+            lines.append(
+                f"- IQM `{time_key}` of `{entry.label}` / `{entries[0].label}`: {ratio:.2f}x"
+            )
     lines += ["", "Probability of improvement (ties count half), with 95% CI:", ""]
     for pair, value in report["probability_of_improvement"].items():
         low, high = value["ci"]

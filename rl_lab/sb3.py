@@ -225,7 +225,7 @@ class SB3Agent:
         if isinstance(m, DQN):
             b = m.replay_buffer
             for name, value in state["replay"].items():
-                setattr(b, name, value if isinstance(value, np.ndarray) else value)
+                setattr(b, name, value)
             b.pos, b.full = int(b.pos), bool(b.full)
             m._n_calls = m.num_timesteps // m.n_envs  # SB3's target-sync clock
         if self.normalizer is not None:
