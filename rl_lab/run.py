@@ -147,7 +147,7 @@ def cmd_eval(argv: list[str]) -> int:
     return 0
 
 
-def impl_flag(argv: list[str], flag: str = "--impl") -> str | None:
+def flag_value(argv: list[str], flag: str = "--impl") -> str | None:
     """The value of one flag, read before the full parser exists (it picks the parser)."""
     found = None
     for i, arg in enumerate(argv):
@@ -175,8 +175,8 @@ def cmd_train(argv: list[str]) -> int:
         )
     rest = argv if resume_only else argv[2:]
 
-    impl_name = impl_flag(rest)
-    resume_dir = impl_flag(rest, "--resume")
+    impl_name = flag_value(rest)
+    resume_dir = flag_value(rest, "--resume")
     if resume_only or resume_dir is not None:
         from rl_lab.runner import read_run_config
 
