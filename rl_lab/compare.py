@@ -148,7 +148,7 @@ def cmd_compare(argv: list[str]) -> int:
     check_out_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(entry, seed) for seed in seeds for entry in entries]  # interleaved
-    print(f"compare: {len(jobs)} runs ({len(entries)} x {len(seeds)} seeds) in {out}")
+    print(f"compare: {len(jobs)} runs ({len(entries)} x {len(seeds)} seeds) in {out}", flush=True)
     failed = []
     started = time.perf_counter()
     with ProcessPoolExecutor(args.workers, initializer=one_thread) as pool:
@@ -168,11 +168,14 @@ def cmd_compare(argv: list[str]) -> int:
             for future in as_completed(futures):
                 entry, seed = futures[future]
                 status = future.result()
+                if status == 130:  # the run saved a checkpoint on Ctrl-C: stop them all
+                    raise KeyboardInterrupt
                 if status != 0:
                     failed.append(f"{entry.label} seed {seed} (status {status})")
                 print(
                     f"  {entry.label} seed {seed}: {'done' if status == 0 else 'FAILED'} "
-                    f"({time.perf_counter() - started:.0f} s)"
+                    f"({time.perf_counter() - started:.0f} s)",
+                    flush=True,
                 )
         except KeyboardInterrupt:
             pool.shutdown(wait=True, cancel_futures=True)
