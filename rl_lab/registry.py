@@ -6,52 +6,52 @@ import difflib
 from dataclasses import dataclass
 
 from envs.tasks import Task, gym_task
+from rl_lab import implementations
 from rl_lab.errors import UserError
 
 
 @dataclass(frozen=True)
 class AlgoSpec:
-    """An algorithm: its module per task kind ("gym", "text"), imported lazily so that
-    `list` and `--help` stay fast. A module defines `Config`, `PRESETS` and either
-    `make_agent` (run by rl_lab.runner.Experiment) or its own `Experiment` class."""
+    """An algorithm as the command line lists it. Who implements it, and where its `Config`
+    and `PRESETS` live, is rl_lab.implementations' table (imported lazily there)."""
 
     name: str
-    modules: dict
     description: str
 
     @property
+    def modules(self) -> dict[str, str]:
+        """The default implementation's config module per task kind ("gym", "text")."""
+        return {
+            kind: implementations.find(self.name, None, kind).config_module
+            for kind in self.task_kinds
+        }
+
+    @property
     def task_kinds(self) -> tuple[str, ...]:
-        return tuple(self.modules)
+        return implementations.kinds(self.name)
+
+    @property
+    def impl_names(self) -> list[str]:
+        return implementations.names(self.name)
 
 
 ALGOS: dict[str, AlgoSpec] = {
     spec.name: spec
     for spec in [
-        AlgoSpec(
-            "dqn",
-            {"gym": "rl_lab.algos.dqn"},
-            "Deep Q-Network: double, dueling, n-step, prioritized replay",
-        ),
+        AlgoSpec("dqn", "Deep Q-Network: double, dueling, n-step, prioritized replay"),
         AlgoSpec(
             "ppo",
-            {"gym": "rl_lab.algos.ppo", "text": "rl_lab.lm.ppo"},
             "Proximal Policy Optimization: Gym control, and LM tuning against a reward",
         ),
         AlgoSpec(
             "grpo",
-            {"text": "rl_lab.lm.trl_grpo"},
             "Group Relative Policy Optimization (TRL's GRPOTrainer): LM tuning, no value model",
         ),
         AlgoSpec(
             "rloo",
-            {"text": "rl_lab.lm.trl_rloo"},
             "REINFORCE Leave-One-Out (TRL's RLOOTrainer): LM tuning, no value model",
         ),
-        AlgoSpec(
-            "reward",
-            {"text": "rl_lab.lm.reward_cli"},
-            "train the reward model (a sentiment classifier) for a text task",
-        ),
+        AlgoSpec("reward", "train the reward model (a sentiment classifier) for a text task"),
     ]
 }
 

@@ -45,6 +45,11 @@ def write_curve(path: Path, rows: list[dict], title: str, solved_at: float | Non
 
 
 def write_summary(path: Path, title: str, report: dict, config: dict) -> None:
+    atomic_write_text(path, summary_text(title, report, config))
+
+
+def summary_text(title: str, report: dict, config: dict) -> str:
+    """summary.md of a Gym run: the final evaluation, first solve, counts, time split, config."""
     timers = report.get("timers", {})
     total = sum(timers.values()) or 1.0
     lines = [
@@ -73,7 +78,7 @@ def write_summary(path: Path, title: str, report: dict, config: dict) -> None:
         "```",
         "",
     ]
-    atomic_write_text(path, "\n".join(lines))
+    return "\n".join(lines)
 
 
 def _seconds(value) -> str:

@@ -1,4 +1,4 @@
-"""Command line: `python -m rl_lab.run ALGO TASK [flags]`, `list`, `eval RUN_DIR`.
+"""Command line: `python -m rl_lab.run ALGO TASK [flags]`, `list`, `eval RUN_DIR`, `compare`.
 
 Examples:
   python -m rl_lab.run dqn cartpole
@@ -7,6 +7,8 @@ Examples:
   python -m rl_lab.run --resume runs/mine
   python -m rl_lab.run list
   python -m rl_lab.run eval runs/mine --episodes 50 --video
+  python -m rl_lab.run dqn cartpole --impl sb3        # Stable-Baselines3's DQN, same run dir
+  python -m rl_lab.run compare dqn,dqn:sb3 cartpole --seeds 100-109 --workers 2
 
 A user mistake prints one line on stderr and exits with status 2.
 """
@@ -15,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import sys
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from rl_lab import implementations
 from rl_lab.config import RunConfig
 from rl_lab.errors import RunFault, UserError
 
@@ -124,9 +126,12 @@ def cmd_list() -> int:
     table = Table(title="algorithms")
     table.add_column("name")
     table.add_column("task kinds")
+    table.add_column("implementations (--impl)")
     table.add_column("description")
     for spec in ALGOS.values():
-        table.add_row(spec.name, ", ".join(spec.task_kinds), spec.description)
+        table.add_row(
+            spec.name, ", ".join(spec.task_kinds), ", ".join(spec.impl_names), spec.description
+        )
     console.print(table)
     table = Table(title="tasks (or pass any Gymnasium id, e.g. CartPole-v1)")
     for column in ("name", "environment", "solved at", "description"):
@@ -163,6 +168,17 @@ def cmd_eval(argv: list[str]) -> int:
     return 0
 
 
+def flag_value(argv: list[str], flag: str = "--impl") -> str | None:
+    """The value of one flag, read before the full parser exists (it picks the parser)."""
+    found = None
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            found = argv[i + 1]
+        elif arg.startswith(flag + "="):
+            found = arg.split("=", 1)[1]
+    return found
+
+
 @dataclass
 class TrainRequest:
     """`python -m rl_lab.run ALGO TASK [flags]` (or `--resume DIR`), parsed and looked up."""
@@ -196,9 +212,19 @@ def parse_train(argv: list[str]) -> TrainRequest:
         )
     rest = argv if resume_only else argv[2:]
 
-    if resume_only:
-        saved = runner.read_run_config(rest[1] if len(rest) > 1 else "")
-        algo_name, task_name = saved["algo"], saved["task"]
+    impl_name = flag_value(rest)
+    resume_dir = flag_value(rest, "--resume")
+    if resume_only or resume_dir is not None:
+        saved = runner.read_run_config(resume_dir or "")
+        saved_impl = saved.get("impl", "lab")
+        if impl_name not in (None, saved_impl):
+            raise UserError(
+                f"{resume_dir} is a --impl {saved_impl} run: drop --impl {impl_name} "
+                "(--resume continues with the saved implementation)"
+            )
+        impl_name = saved_impl
+        if resume_only:
+            algo_name, task_name = saved["algo"], saved["task"]
     spec = get_algo(algo_name)
     task = get_task(task_name)
     if task.kind not in spec.task_kinds:
@@ -206,10 +232,10 @@ def parse_train(argv: list[str]) -> TrainRequest:
             f"{algo_name} does not run {task.kind} tasks such as {task_name!r}; "
             f"it runs {', '.join(spec.task_kinds)} tasks"
         )
-    module = importlib.import_module(spec.modules[task.kind])
+    impl = implementations.find(algo_name, impl_name, task.kind, task_name)
+    module = impl.module()
     algo_config_cls = module.Config
-    # Text tasks bring their own Experiment (same interface); Gym tasks share runner's.
-    experiment_cls = getattr(module, "Experiment", runner.Experiment)
+    experiment_cls = impl.experiment_class()
     defaults = preset(spec.name, task.name, task.kind)
 
     parser = OneLineParser(
@@ -226,6 +252,13 @@ def parse_train(argv: list[str]) -> TrainRequest:
         metavar="RUN_DIR",
         default=None,
         help="continue a run from its last checkpoint, with its saved config",
+    )
+    parser.add_argument(
+        "--impl",
+        default=impl.name,
+        choices=spec.impl_names,
+        help=f"who implements {algo_name}: {', '.join(spec.impl_names)} (default: "
+        f"{implementations.default_name(algo_name, task.kind)})",
     )
     if experiment_cls.run_settings:
         parser.add_argument(
@@ -277,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_list()
         if argv[0] == "eval":
             return cmd_eval(argv[1:])
+        if argv[0] == "compare":
+            from rl_lab.compare import cmd_compare
+
+            return cmd_compare(argv[1:])
         return cmd_train(argv)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -16,17 +16,18 @@ import numpy as np
 import torch
 
 from envs.tasks import Task, make_env, make_vector_env
-from rl_lab import checkpoint
+from rl_lab import checkpoint, implementations
 from rl_lab.config import RunConfig, from_dict, to_dict
 from rl_lab.dashboard import Dashboard
 from rl_lab.errors import DIVERGED, RunFault, UserError
 from rl_lab.evaluation import EvalResult, Evaluator, evaluate
+from rl_lab.experiment import write_results
 from rl_lab.lock import lock_run_dir, unlock_run_dir
 from rl_lab.logging import MetricLogger, read_metrics
 from rl_lab.loop import Callback, Every, RunContext, train
 from rl_lab.presets import preset
 from rl_lab.registry import AlgoSpec, get_algo, get_task
-from rl_lab.report import write_curve, write_summary
+from rl_lab.report import summary_text
 
 # Evaluation envs never share seeds with training envs: periodic evaluations use
 # seed + EVAL_SEED_OFFSET + env_steps, the final one seed + FINAL_EVAL_SEED_OFFSET.
@@ -243,7 +244,9 @@ class Checkpointer(Callback):
                 f"(update {run.updates})"
             )
             return
-        state = {"format": 2, "run": run.counters(), "loop": run.in_flight.state_dict()}
+        state = {"format": 2, "run": run.counters()}
+        if run.in_flight is not None:  # the lab's loop (another library's loop keeps its own)
+            state["loop"] = run.in_flight.state_dict()
         checkpoint.save(self.directory, {**state, "agent": agent})
         run.timers["other"] += time.perf_counter() - started
 
@@ -284,6 +287,7 @@ def interrupted_message(run: RunContext, run_dir: Path) -> str:
 
 class Experiment:
     run_settings = True  # takes RunConfig's flags (the reward-model command does not)
+    impl = "lab"  # the implementation name config.json records (rl_lab.implementations)
 
     def __init__(
         self, spec: AlgoSpec, task: Task, module, run_config: RunConfig, algo_config, run_dir: Path
@@ -331,6 +335,7 @@ class Experiment:
         config = {
             "algo": spec.name,
             "task": task.name,
+            "impl": cls.impl,
             "run": to_dict(run_config),
             "algo_config": to_dict(algo_config),
         }
@@ -394,13 +399,7 @@ class Experiment:
         evaluator.callbacks = [board, logger]
         callbacks = [board, logger, evaluator, Checkpointer(self.run_dir, c.checkpoint_interval)]
         try:
-            train(
-                self.agent,
-                make_vector_env(self.task, c.num_envs),
-                run,
-                callbacks,
-                log_every=c.log_interval,
-            )
+            self.fit(callbacks)
         except OSError as error:  # metrics.jsonl on a full disk (checkpoints raise RunFault)
             raise checkpoint.write_fault(self.run_dir, error, "the run's files") from None
         finally:
@@ -433,6 +432,17 @@ class Experiment:
         )
         return 0
 
+    def fit(self, callbacks: list[Callback]) -> None:
+        """Train with these callbacks (the seam another implementation replaces)."""
+        c = self.run_config
+        train(
+            self.agent,
+            make_vector_env(self.task, c.num_envs),
+            self.run,
+            callbacks,
+            log_every=c.log_interval,
+        )
+
     def write_results(self, result: EvalResult) -> None:
         run = self.run
         solved = self.task.solved_at is not None and result.mean_return >= self.task.solved_at
@@ -450,17 +460,42 @@ class Experiment:
             "first_solved_seconds": run.first_solved_seconds,
             "best_eval": run.best_eval,
         }
-        checkpoint.atomic_write_text(
-            self.run_dir / "eval.json", json.dumps(report, indent=2) + "\n"
-        )
-        rows = read_metrics(self.run_dir / "metrics.jsonl")
-        write_curve(self.run_dir / "curve.png", rows, run.title, self.task.solved_at)
-        write_summary(
-            self.run_dir / "summary.md",
-            run.title,
+        config = json.loads((self.run_dir / "config.json").read_text())
+        write_results(
+            self.run_dir,
             report,
-            json.loads((self.run_dir / "config.json").read_text()),
+            read_metrics(self.run_dir / "metrics.jsonl"),
+            run.title,
+            self.task.solved_at,
+            summary_text(run.title, report, config),
         )
+
+    @classmethod
+    def evaluate_run_dir(
+        cls, run_dir: str, episodes: int | None, seed: int | None, video: bool
+    ) -> None:
+        """Greedy evaluation of a saved run's latest checkpoint, written to reeval.json."""
+        saved = read_run_config(run_dir)
+        spec, task = get_algo(saved["algo"]), get_task(saved["task"])
+        module = implementations.find(spec.name, saved.get("impl"), task.kind).module()
+        state = checkpoint.load(Path(run_dir) / "checkpoints")
+        run_config, algo_config = saved_configs(run_dir, saved, task, module.Config, {})
+        experiment = cls(spec, task, module, run_config, algo_config, Path(run_dir))
+        load_state(experiment.agent, experiment.run, state, run_dir)
+        episodes = episodes or run_config.eval_episodes
+        seed = run_config.seed + 2 * FINAL_EVAL_SEED_OFFSET if seed is None else seed
+        result = evaluate(experiment.greedy_policy, lambda: make_env(task), episodes, seed)
+        out = Path(run_dir) / "reeval.json"
+        checkpoint.atomic_write_text(out, json.dumps(result.to_dict(), indent=2) + "\n")
+        print(
+            f"{saved['algo']} {saved['task']}: mean return {result.mean_return:.2f} ± "
+            f"{result.std_return:.2f} over {episodes} episodes (seed {seed}); written to {out}"
+        )
+        if video:
+            path = record_video(
+                experiment.greedy_policy, task, Path(run_dir) / "videos" / "eval.mp4", seed
+            )
+            print(f"video of one greedy episode: {path}")
 
 
 def keep_metrics_until(path: Path, step: int) -> None:
@@ -471,32 +506,11 @@ def keep_metrics_until(path: Path, step: int) -> None:
 
 
 def evaluate_run_dir(run_dir: str, episodes: int | None, seed: int | None, video: bool) -> None:
-    """`python -m rl_lab.run eval RUN_DIR`: greedy evaluation of the latest checkpoint."""
-    import importlib
-
+    """`python -m rl_lab.run eval RUN_DIR`: the run's own implementation re-evaluates it."""
     saved = read_run_config(run_dir)
-    spec, task = get_algo(saved["algo"]), get_task(saved["task"])
-    module = importlib.import_module(spec.modules[task.kind])
-    if hasattr(module, "Experiment"):  # text tasks evaluate in their own way
-        return module.Experiment.evaluate_run_dir(run_dir, episodes, seed, video)
-    state = checkpoint.load(Path(run_dir) / "checkpoints")
-    run_config, algo_config = saved_configs(run_dir, saved, task, module.Config, {})
-    experiment = Experiment(spec, task, module, run_config, algo_config, Path(run_dir))
-    load_state(experiment.agent, experiment.run, state, run_dir)
-    episodes = episodes or run_config.eval_episodes
-    seed = run_config.seed + 2 * FINAL_EVAL_SEED_OFFSET if seed is None else seed
-    result = evaluate(experiment.greedy_policy, lambda: make_env(task), episodes, seed)
-    out = Path(run_dir) / "reeval.json"
-    checkpoint.atomic_write_text(out, json.dumps(result.to_dict(), indent=2) + "\n")
-    print(
-        f"{saved['algo']} {saved['task']}: mean return {result.mean_return:.2f} ± "
-        f"{result.std_return:.2f} over {episodes} episodes (seed {seed}); written to {out}"
-    )
-    if video:
-        path = record_video(
-            experiment.greedy_policy, task, Path(run_dir) / "videos" / "eval.mp4", seed
-        )
-        print(f"video of one greedy episode: {path}")
+    task = get_task(saved["task"])
+    impl = implementations.find(saved["algo"], saved.get("impl"), task.kind, task.name)
+    impl.experiment_class().evaluate_run_dir(run_dir, episodes, seed, video)
 
 
 def headless_rendering() -> None:

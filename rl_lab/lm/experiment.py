@@ -9,15 +9,15 @@ length, policy kind) is checked before the run directory is created.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import time
 from pathlib import Path
 
-from rl_lab import checkpoint
+from rl_lab import checkpoint, implementations
 from rl_lab.config import RunConfig
 from rl_lab.errors import UserError
+from rl_lab.experiment import interrupted, write_results
 from rl_lab.loop import Callback, Every, RunContext, train
 from rl_lab.runner import (
     EVAL_SEED_OFFSET,
@@ -88,6 +88,7 @@ class Experiment:
 
     steps_name = "PPO iterations"  # what run.updates counts, for summary.md and the last line
     run_settings = True  # takes RunConfig's flags, as a Gym run does
+    impl = "lab"  # recorded in config.json (rl_lab.implementations)
 
     def __init__(self, spec, task, module, run_config: RunConfig, algo_config, run_dir: Path):
         from envs.text import TextEnv
@@ -130,7 +131,7 @@ class Experiment:
 
         saved = read_run_config(run_dir)
         spec, task = get_algo(saved["algo"]), get_task(saved["task"])
-        module = importlib.import_module(spec.modules[task.kind])
+        module = implementations.find(spec.name, saved.get("impl"), task.kind).module()
         run_config, algo_config = saved_configs(
             run_dir, saved, task, module.Config, run_flags or {}
         )
@@ -189,11 +190,7 @@ class Experiment:
         finally:
             board.close()
         if run.interrupted:
-            print(
-                f"interrupted after {run.updates} iterations; checkpoint saved. Continue with "
-                f"`python -m rl_lab.run --resume {self.run_dir}`"
-            )
-            return 130
+            return interrupted(self.run_dir, f"after {run.updates} iterations")
         return self.finish(before)
 
     def evaluate_before(self) -> dict:
@@ -244,7 +241,6 @@ class Experiment:
 
     def write_results(self, before: dict, after: dict) -> None:
         from rl_lab.logging import read_metrics
-        from rl_lab.report import write_curve
 
         run = self.run
         metrics = lambda result: {k: v for k, v in result.items() if k != "samples"}  # noqa: E731
@@ -262,22 +258,16 @@ class Experiment:
                 "after": after["samples"][:SAMPLE_ROWS],
             },
         }
-        checkpoint.atomic_write_text(
-            self.run_dir / "eval.json", json.dumps(report, indent=2) + "\n"
+        config = json.loads((self.run_dir / "config.json").read_text())
+        summary = summary_markdown(
+            run.title,
+            report,
+            config,
+            self.steps_name,
+            checkpoints=(self.run_dir / "checkpoints").is_dir(),
         )
         rows = read_metrics(self.run_dir / "metrics.jsonl")
-        write_curve(self.run_dir / "curve.png", rows, run.title, None)
-        config = json.loads((self.run_dir / "config.json").read_text())
-        checkpoint.atomic_write_text(
-            self.run_dir / "summary.md",
-            summary_markdown(
-                run.title,
-                report,
-                config,
-                self.steps_name,
-                checkpoints=(self.run_dir / "checkpoints").is_dir(),
-            ),
-        )
+        write_results(self.run_dir, report, rows, run.title, None, summary)
 
     # ------------------------------------------------------------ `python -m rl_lab.run eval`
 

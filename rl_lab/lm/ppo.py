@@ -23,7 +23,6 @@ from policies.value_head import CausalLMWithValueHead
 from rl_lab import functional as fn
 from rl_lab.buffers import Transition
 from rl_lab.config import option, validate
-from rl_lab.lm.experiment import Experiment  # noqa: F401  (run.py takes it from this module)
 
 
 @dataclass

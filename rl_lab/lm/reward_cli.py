@@ -21,7 +21,9 @@ PRESETS: dict = {}
 
 
 class Experiment:
-    """Same interface as rl_lab.runner.Experiment, for a supervised fine-tune."""
+    """The experiment shape (rl_lab.experiment), for a supervised fine-tune."""
+
+    impl = "lab"
 
     run_settings = False  # no RunConfig flags, no dashboard: `--help` lists what applies
 

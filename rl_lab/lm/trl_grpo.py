@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from rl_lab.config import option
 from rl_lab.lm.trl_trainers import TRLConfig
-from rl_lab.lm.trl_trainers import TRLExperiment as Experiment  # noqa: F401  (run.py takes it)
 
 
 @dataclass

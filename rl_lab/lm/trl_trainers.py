@@ -28,6 +28,7 @@ import numpy as np
 from envs.text import scored_texts
 from rl_lab.config import RunConfig, option
 from rl_lab.errors import UserError
+from rl_lab.experiment import interrupted
 from rl_lab.lm import ppo
 from rl_lab.lm.experiment import Experiment as LMExperiment
 from rl_lab.lm.experiment import LMEvaluator, load_text_task, require_one_process
@@ -107,6 +108,8 @@ class TaskReward:
 
 class TRLExperiment(LMExperiment):
     """A TRL trainer (the algorithm module's `trainer_classes()`) on a text task."""
+
+    impl = "trl"  # recorded in config.json (rl_lab.implementations)
 
     def __init__(self, spec, task, module, run_config: RunConfig, algo_config, run_dir: Path):
         self.spec, self.task, self.module = spec, task, module
@@ -274,11 +277,7 @@ class TRLExperiment(LMExperiment):
             with contextlib.suppress(OSError):  # TRL's output dir, empty without checkpoints
                 (self.run_dir / "trl").rmdir()
         if run.interrupted:
-            print(
-                f"interrupted after {run.updates} {self.steps_name}; TRL runs keep no checkpoints "
-                f"(metrics so far are in {self.run_dir}): start a new run"
-            )
-            return 130
+            return interrupted(self.run_dir, f"after {run.updates} {self.steps_name}", False)
         run.stop_reason = "budget" if run.updates >= rc.total_steps else "stopped"
         self.model.eval()
         return self.finish(before)

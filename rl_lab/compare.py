@@ -1,0 +1,432 @@
+"""`python -m rl_lab.run compare ALGO[:IMPL],... TASK --seeds 100-109`: implementations side
+by side, every (implementation, seed) a normal run, then rliable-style statistics.
+
+Runs go to OUT/ALGO-IMPL/sSEED (each a full run directory) in worker processes, one torch
+thread each, in interleaved order (seed 100 of every implementation, then seed 101, ...) so
+that machine load hits every implementation alike. A rerun of the same command keeps the
+runs that finished and resumes those that were interrupted. The report (report.md,
+report.json, curves.png) is recomputed from the run directories alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from rl_lab import stats
+from rl_lab.checkpoint import atomic_write_text
+from rl_lab.errors import UserError
+
+
+@dataclass(frozen=True)
+class Entry:
+    algo: str
+    impl: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.algo}:{self.impl}"
+
+    @property
+    def directory(self) -> str:
+        return f"{self.algo}-{self.impl}"
+
+
+# What the report aggregates per run: (key, what it means, higher is better).
+GYM_METRICS = [
+    ("final_return", "final greedy evaluation (mean return)", True),
+    ("solve_seconds", "wall seconds to the first solving evaluation (evaluation excluded)", False),
+    ("solve_steps", "env steps to the first solving evaluation", False),
+    ("steps_per_second", "env steps per training second (evaluation excluded)", True),
+]
+TEXT_METRICS = [
+    ("reward", "held-out mean reward after training", True),
+    ("positive_fraction", "held-out POSITIVE fraction after training", True),
+    ("kl", "KL to the reference after training", False),
+    ("distinct_2", "distinct-2 of held-out completions after training", True),
+    ("perplexity", "perplexity under the reference after training", False),
+    ("wall_seconds", "wall seconds of the run", False),
+]
+
+
+def parse_entries(text: str, task_kind: str, task_name: str) -> list[Entry]:
+    from rl_lab import implementations
+    from rl_lab.registry import get_algo
+
+    entries = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        algo, _, impl = part.partition(":")
+        get_algo(algo)
+        found = implementations.find(algo, impl or None, task_kind, task_name)
+        entries.append(Entry(algo, found.name))
+    if len(entries) < 1 or len(set(entries)) != len(entries):
+        raise UserError(
+            f"expected distinct ALGO[:IMPL] entries separated by commas, got {text!r} "
+            "(e.g. dqn,dqn:sb3)"
+        )
+    return entries
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'100-109' or '100,101,105' (or both mixed)."""
+    seeds: list[int] = []
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            low, _, high = part.partition("-")
+            seeds.extend(range(int(low), int(high or low) + 1))
+    except ValueError:
+        raise UserError(f"--seeds expects e.g. 100-109 or 100,101, got {text!r}") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds needs distinct non-negative seeds, got {text!r}")
+    return seeds
+
+
+def run_one(algo: str, impl: str, task: str, seed: int, run_dir: str, extra: list[str]) -> int:
+    """One run through the real command line, its output in run_dir/../sSEED.log (worker)."""
+    import torch
+
+    from rl_lab.run import main
+
+    torch.set_num_threads(1)
+    path = Path(run_dir)
+    if (path / "eval.json").is_file():
+        return 0  # finished in an earlier call of the same compare
+    if (path / "checkpoints" / "latest").is_file():
+        argv = ["--resume", run_dir, "--no-dashboard", *extra[:2]]  # only --total-steps may change
+    else:
+        argv = [algo, task, "--impl", impl, "--seed", str(seed), "--run-dir", run_dir]
+        argv += ["--no-dashboard", *extra]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f"s{seed}.log", "a") as log:
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            return main(argv)
+
+
+def one_thread() -> None:
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+
+def cmd_compare(argv: list[str]) -> int:
+    from rl_lab.registry import get_task
+    from rl_lab.run import OneLineParser
+
+    parser = OneLineParser(
+        prog="python -m rl_lab.run compare",
+        description="Run implementations side by side over seeds; report IQM with 95% CIs.",
+    )
+    parser.add_argument("entries", help="ALGO[:IMPL],ALGO[:IMPL],... e.g. dqn,dqn:sb3")
+    parser.add_argument("task", help="a task name or Gymnasium id")
+    parser.add_argument(
+        "--seeds",
+        default="100-109",
+        help="seeds, e.g. 100-109 or 100,101 (default: 100-109; presets are tuned on 0-99)",
+    )
+    parser.add_argument("--total-steps", type=int, default=None, help="budget (default: preset)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
+    parser.add_argument(
+        "--out", default=None, help="output directory (default: runs/compare-TASK-TIME)"
+    )
+    args = parser.parse_args(argv)
+    task = get_task(args.task)
+    entries = parse_entries(args.entries, task.kind, args.task)
+    seeds = parse_seeds(args.seeds)
+    if args.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {args.workers}")
+    if args.total_steps is not None and args.total_steps < 1:
+        raise UserError(f"--total-steps must be at least 1, got {args.total_steps}")
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out or f"runs/compare-{task.name.replace('/', '_')}-{stamp}")
+    extra = ["--total-steps", str(args.total_steps)] if args.total_steps else []
+    check_out_dir(out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(entry, seed) for seed in seeds for entry in entries]  # interleaved
+    print(f"compare: {len(jobs)} runs ({len(entries)} x {len(seeds)} seeds) in {out}", flush=True)
+    failed = []
+    started = time.perf_counter()
+    with ProcessPoolExecutor(args.workers, initializer=one_thread) as pool:
+        futures = {
+            pool.submit(
+                run_one,
+                entry.algo,
+                entry.impl,
+                args.task,
+                seed,
+                str(out / entry.directory / f"s{seed}"),
+                extra,
+            ): (entry, seed)
+            for entry, seed in jobs
+        }
+        try:
+            for future in as_completed(futures):
+                entry, seed = futures[future]
+                status = future.result()
+                if status == 130:  # the run saved a checkpoint on Ctrl-C: stop them all
+                    raise KeyboardInterrupt
+                if status != 0:
+                    failed.append(f"{entry.label} seed {seed} (status {status})")
+                print(
+                    f"  {entry.label} seed {seed}: {'done' if status == 0 else 'FAILED'} "
+                    f"({time.perf_counter() - started:.0f} s)",
+                    flush=True,
+                )
+        except KeyboardInterrupt:
+            pool.shutdown(wait=True, cancel_futures=True)
+            print(f"interrupted: rerun the same command with --out {out} to continue")
+            return 130
+    command = "python -m rl_lab.run compare " + " ".join(argv)
+    report = write_report(out, entries, seeds, task, command)
+    print(report["markdown_table"])
+    print(f"report: {out / 'report.md'}")
+    if failed:
+        print("failed runs (see their sSEED.log): " + "; ".join(failed))
+        return 1
+    return 0
+
+
+def check_out_dir(out: Path) -> None:
+    """An existing compare directory is fine (finished runs are kept, the report rewritten)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file: choose another --out")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {out} ({parent} is not writable): choose another --out")
+
+
+# ---------------------------------------------------------------------------- per-run numbers
+
+
+def run_numbers(run_dir: Path, kind: str) -> dict:
+    """What the report aggregates, read from one run directory's eval.json."""
+    report = json.loads((run_dir / "eval.json").read_text())
+    if kind == "text":
+        after = report["after"]
+        return {
+            "reward": after["mean_reward"],
+            "positive_fraction": after["positive_fraction"],
+            "kl": after["kl"],
+            "distinct_2": after["distinct_2"],
+            "perplexity": after["perplexity"],
+            "wall_seconds": report["wall_seconds"],
+            "reward_before": report["before"]["mean_reward"],
+        }
+    train_seconds = report["wall_seconds"] - report["timers"]["eval"]
+    solved = report["first_solved_step"] is not None
+    return {
+        "final_return": report["mean_return"],
+        "solved": solved,
+        # Unsolved runs count as their whole budget: a lower bound on their time to solve.
+        "solve_seconds": report["first_solved_seconds"] if solved else train_seconds,
+        "solve_steps": report["first_solved_step"] if solved else report["env_steps"],
+        "steps_per_second": report["env_steps"] / max(train_seconds, 1e-9),
+        "env_steps": report["env_steps"],
+        "wall_seconds": report["wall_seconds"],
+    }
+
+
+def eval_curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, returns) of a run's evaluations, ending with its final evaluation."""
+    from rl_lab.logging import read_metrics
+
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    points = [(r["step"], r["eval/mean_return"]) for r in rows if "eval/mean_return" in r]
+    report = json.loads((run_dir / "eval.json").read_text())
+    final_step = report.get("env_steps", report.get("completions", 0))
+    final = report.get("mean_return", report.get("after", {}).get("mean_reward"))
+    if final is not None:
+        points.append((final_step, final))
+    points.sort()
+    return np.array([p[0] for p in points], float), np.array([p[1] for p in points], float)
+
+
+def iqm_curve(curves: list[tuple[np.ndarray, np.ndarray]], seed: int = 0):
+    """IQM across runs on a shared grid of steps, with a 95% bootstrap band.
+
+    A run's value at a step is its latest evaluation at or before it; a run that stopped
+    early (solved) keeps its last value. Steps before every run has evaluated are left out.
+    """
+    grid = np.unique(np.concatenate([steps for steps, _ in curves]))
+    grid = grid[grid >= max(steps[0] for steps, _ in curves)]
+    values = np.stack(
+        [vals[np.searchsorted(steps, grid, side="right") - 1] for steps, vals in curves], axis=1
+    )  # (grid, runs)
+    rows = [stats.interval(row, stats.iqm, reps=1000, seed=seed) for row in values]
+    return grid, np.array(rows)
+
+
+# ---------------------------------------------------------------------------- the report
+
+
+def fmt(value: float) -> str:
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}" if abs(value) < 1 else f"{value:.1f}"
+
+
+def write_report(out: Path, entries: list[Entry], seeds: list[int], task, command: str) -> dict:
+    kind = task.kind
+    metrics = TEXT_METRICS if kind == "text" else GYM_METRICS
+    runs = {entry.label: {} for entry in entries}
+    for entry in entries:
+        for seed in seeds:
+            run_dir = out / entry.directory / f"s{seed}"
+            if (run_dir / "eval.json").is_file():
+                runs[entry.label][seed] = run_numbers(run_dir, kind)
+    results: dict = {}
+    for entry in entries:
+        numbers = list(runs[entry.label].values())
+        summary: dict = {"runs": len(numbers), "seeds": sorted(runs[entry.label])}
+        if numbers:
+            for key, _, _ in metrics:
+                column = [n[key] for n in numbers]
+                iqm = stats.interval(column, stats.iqm)
+                mean = stats.interval(column, stats.mean)
+                summary[key] = {"iqm": iqm[0], "iqm_ci": list(iqm[1:]), "mean": mean[0],
+                                "mean_ci": list(mean[1:])}  # fmt: skip
+            if kind == "gym":
+                summary["solved_fraction"] = float(np.mean([n["solved"] for n in numbers]))
+        results[entry.label] = summary
+    main_key = metrics[0][0]
+    improvement = {}
+    for x in entries:
+        for y in entries:
+            xs, ys = runs[x.label], runs[y.label]
+            if x == y or not xs or not ys:
+                continue
+            pair = f"P({x.label} > {y.label})"
+            point, low, high = stats.probability_of_improvement_interval(
+                [n[main_key] for n in xs.values()], [n[main_key] for n in ys.values()]
+            )
+            improvement[pair] = {"point": point, "ci": [low, high]}
+            if kind == "gym":  # faster to solve is better: compare negated times
+                point, low, high = stats.probability_of_improvement_interval(
+                    [-n["solve_seconds"] for n in xs.values()],
+                    [-n["solve_seconds"] for n in ys.values()],
+                )
+                improvement[f"P({x.label} solves faster than {y.label})"] = {
+                    "point": point,
+                    "ci": [low, high],
+                }
+    table = markdown_table(entries, results, metrics, kind)
+    report = {
+        "command": command,
+        "task": task.name,
+        "seeds": seeds,
+        "metrics": {key: text for key, text, _ in metrics},
+        "results": results,
+        "probability_of_improvement": improvement,
+        "runs": {label: {str(s): n for s, n in r.items()} for label, r in runs.items()},
+        "markdown_table": table,
+    }
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
+    write_markdown(out, report, entries, metrics, kind)
+    write_curves(out / "curves.png", out, entries, seeds, task)
+    return report
+
+
+def markdown_table(entries, results, metrics, kind) -> str:
+    head = ["implementation", "runs"] + [key for key, _, _ in metrics]
+    if kind == "gym":
+        head.append("solved")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for entry in entries:
+        r = results[entry.label]
+        cells = [f"`{entry.label}`", str(r["runs"])]
+        for key, _, _ in metrics:
+            if key in r:
+                low, high = r[key]["iqm_ci"]
+                cells.append(f"{fmt(r[key]['iqm'])} [{fmt(low)}, {fmt(high)}]")
+            else:
+                cells.append("-")
+        if kind == "gym":
+            cells.append(f"{r.get('solved_fraction', 0):.0%}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_markdown(out: Path, report: dict, entries, metrics, kind) -> None:
+    lines = [
+        f"# compare on {report['task']}",
+        "",
+        f"`{report['command']}`",
+        "",
+        f"Seeds {report['seeds'][0]}-{report['seeds'][-1]} ({len(report['seeds'])} per "
+        "implementation; presets are tuned on seeds 0-99). Each cell: IQM across seeds "
+        "[95% stratified percentile-bootstrap CI, 10,000 resamples] (rliable's definitions).",
+        "",
+        report["markdown_table"],
+        "",
+        *[f"- `{key}`: {text}" for key, text, _ in metrics],
+    ]
+    if kind == "gym":
+        lines.append(
+            "- Unsolved runs count as their whole budget in `solve_seconds` and `solve_steps` "
+            "(a lower bound on their time); `solved` is the fraction of seeds that solved."
+        )
+    first = report["results"][entries[0].label]
+    time_key = "solve_seconds" if kind == "gym" else "wall_seconds"
+    for entry in entries[1:]:
+        other = report["results"][entry.label]
+        if time_key in other and time_key in first and first[time_key]["iqm"] > 0:
+            ratio = other[time_key]["iqm"] / first[time_key]["iqm"]
+            lines.append(
+                f"- IQM `{time_key}` of `{entry.label}` / `{entries[0].label}`: {ratio:.2f}x"
+            )
+    lines += ["", "Probability of improvement (ties count half), with 95% CI:", ""]
+    for pair, value in report["probability_of_improvement"].items():
+        low, high = value["ci"]
+        lines.append(f"- {pair} = {value['point']:.2f} [{low:.2f}, {high:.2f}]")
+    lines += ["", "Means with 95% CIs:", ""]
+    for entry in entries:
+        r = report["results"][entry.label]
+        cells = [
+            f"{key} {fmt(r[key]['mean'])} [{fmt(r[key]['mean_ci'][0])}, {fmt(r[key]['mean_ci'][1])}]"
+            for key, _, _ in metrics
+            if key in r
+        ]
+        lines.append(f"- `{entry.label}`: " + "; ".join(cells))
+    lines += ["", "![learning curves](curves.png)", ""]
+    atomic_write_text(out / "report.md", "\n".join(lines))
+
+
+def write_curves(path: Path, out: Path, entries, seeds, task) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    for entry in entries:
+        curves = [
+            eval_curve(out / entry.directory / f"s{seed}")
+            for seed in seeds
+            if (out / entry.directory / f"s{seed}" / "eval.json").is_file()
+        ]
+        curves = [c for c in curves if len(c[0])]
+        if not curves:
+            continue
+        grid, rows = iqm_curve(curves)
+        label = f"{entry.label} (IQM of {len(curves)})"
+        line = ax.plot(grid, rows[:, 0], marker=".", label=label)[0]
+        ax.fill_between(grid, rows[:, 1], rows[:, 2], color=line.get_color(), alpha=0.2)
+    if task.solved_at is not None:
+        ax.axhline(task.solved_at, color="gray", linestyle="--", linewidth=1, label="solved")
+    ax.set_xlabel("env steps" if task.kind == "gym" else "completions")
+    ax.set_ylabel("evaluation return" if task.kind == "gym" else "evaluation reward")
+    ax.set_title(f"{task.name}: IQM across seeds, 95% bootstrap band")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(".tmp-" + path.name)
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    tmp.replace(path)

@@ -1,0 +1,116 @@
+"""`python -m rl_lab.run compare`: a tiny real comparison whose report is recomputed here
+from the run directories, and one-line refusals of bad input."""
+
+import json
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from rl_lab.run import main
+from tests.cli_helpers import cli, files_under
+
+
+@pytest.fixture(scope="module")
+def compare_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare") / "out"
+    result = cli(
+        "compare", "dqn,dqn:sb3", "cartpole", "--seeds", "100-101", "--total-steps", "600",
+        "--workers", "2", "--out", out, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out
+
+
+def eval_reports(out, directory):
+    return [json.loads((out / directory / f"s{s}" / "eval.json").read_text()) for s in (100, 101)]
+
+
+def test_every_pair_is_a_normal_run_directory(compare_dir):
+    for directory, impl in (("dqn-lab", "lab"), ("dqn-sb3", "sb3")):
+        for seed in (100, 101):
+            run_dir = compare_dir / directory / f"s{seed}"
+            config = json.loads((run_dir / "config.json").read_text())
+            assert (config["impl"], config["run"]["seed"]) == (impl, seed)
+            assert config["run"]["total_steps"] == 600
+            assert (run_dir / "curve.png").is_file() and (run_dir / "summary.md").is_file()
+    for name in ("report.md", "report.json", "curves.png"):
+        assert (compare_dir / name).is_file()
+
+
+def test_report_numbers_recomputed_from_the_run_directories(compare_dir):
+    report = json.loads((compare_dir / "report.json").read_text())
+    assert report["seeds"] == [100, 101]
+    finals = {}
+    for label, directory in (("dqn:lab", "dqn-lab"), ("dqn:sb3", "dqn-sb3")):
+        runs = eval_reports(compare_dir, directory)
+        result = report["results"][label]
+        finals[label] = [r["mean_return"] for r in runs]
+        assert result["runs"] == 2
+        assert result["final_return"]["iqm"] == pytest.approx(
+            scipy_stats.trim_mean(finals[label], 0.25)
+        )
+        assert result["final_return"]["mean"] == pytest.approx(np.mean(finals[label]))
+        low, high = result["final_return"]["iqm_ci"]
+        assert min(finals[label]) <= low <= high <= max(finals[label])
+        solved = [r["first_solved_step"] is not None for r in runs]
+        assert result["solved_fraction"] == pytest.approx(np.mean(solved))
+        steps = [r["first_solved_step"] or r["env_steps"] for r in runs]  # unsolved = budget
+        assert result["solve_steps"]["mean"] == pytest.approx(np.mean(steps))
+        sps = [r["env_steps"] / (r["wall_seconds"] - r["timers"]["eval"]) for r in runs]
+        assert result["steps_per_second"]["mean"] == pytest.approx(np.mean(sps))
+    x, y = finals["dqn:lab"], finals["dqn:sb3"]
+    by_hand = np.mean([1.0 if a > b else 0.5 if a == b else 0.0 for a in x for b in y])
+    poi = report["probability_of_improvement"]["P(dqn:lab > dqn:sb3)"]
+    assert poi["point"] == pytest.approx(by_hand)
+    assert poi["ci"][0] <= poi["point"] <= poi["ci"][1]
+    markdown = (compare_dir / "report.md").read_text()
+    assert "`dqn:sb3`" in markdown and "P(dqn:lab > dqn:sb3)" in markdown
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["dqn,dqn:trl", "cartpole"], "no implementation 'trl'"),
+        (["dqn,dqn", "cartpole"], "distinct"),
+        (["dqn,ppo:sb3", "cartpole", "--seeds", "1-x"], "--seeds expects"),
+        (["dqn", "cartpole", "--workers", "0"], "--workers must be at least 1"),
+        (["dqn,grpo", "cartpole"], "does not run gym tasks"),
+    ],
+)
+def test_bad_compare_input_is_one_line(args, message, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["compare", *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert files_under(out) == []
+
+
+def test_text_runs_report_their_after_metrics(tmp_path):
+    """The report reads text runs' eval.json (before/after held-out metrics) the same way."""
+    from rl_lab.compare import Entry, write_report
+    from rl_lab.registry import get_task
+
+    entries = [Entry("ppo", "lab"), Entry("grpo", "trl")]
+    after = {}
+    for entry, base in zip(entries, (0.5, 0.2)):
+        for seed in (100, 101):
+            run_dir = tmp_path / entry.directory / f"s{seed}"
+            run_dir.mkdir(parents=True)
+            metrics = {"mean_reward": base + seed / 1000, "positive_fraction": base, "kl": 1.0,
+                       "distinct_2": 0.9, "perplexity": 20.0}  # fmt: skip
+            after[(entry.label, seed)] = metrics["mean_reward"]
+            report = {"before": {**metrics, "mean_reward": 0.0}, "after": metrics,
+                      "wall_seconds": 10.0 + seed, "completions": 64, "timers": {}}  # fmt: skip
+            (run_dir / "eval.json").write_text(json.dumps(report))
+            rows = [{"step": 32, "eval/mean_return": 0.1}, {"step": 64, "eval/mean_return": 0.3}]
+            (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = write_report(tmp_path, entries, [100, 101], get_task("sentiment"), "compare ...")
+    lab = report["results"]["ppo:lab"]
+    assert lab["reward"]["mean"] == pytest.approx(
+        np.mean([after[("ppo:lab", s)] for s in (100, 101)])
+    )
+    assert lab["wall_seconds"]["mean"] == pytest.approx(110.5)
+    assert report["probability_of_improvement"]["P(ppo:lab > grpo:trl)"]["point"] == 1.0
+    assert "solved" not in report["markdown_table"]
+    assert (tmp_path / "curves.png").is_file()
