@@ -25,6 +25,7 @@ from rl_lab import functional as fn
 from rl_lab.buffers import Transition
 from rl_lab.config import option, validate
 from rl_lab.lm.experiment import Experiment  # noqa: F401  (run.py takes it from this module)
+from rl_lab.ppo_update import PPOSettings, ppo_update
 
 
 @dataclass
@@ -203,6 +204,8 @@ class LMPPOAgent:
         self.kl = KLController(c.init_kl_coef, c.kl_target, c.kl_horizon)
         self.generator = torch.Generator().manual_seed(seed + accelerator.process_index)
         self.rollout: dict | None = None
+        self.batch: dict | None = None  # the rollout's tensors during update()
+        self.prompt_len = 0
         self.samples: list[tuple[str, str, float]] = []  # latest (prompt, completion, reward)
         self.iterations = 0
         self.last_update_end = time.perf_counter()
@@ -365,52 +368,27 @@ class LMPPOAgent:
         advantages, returns = advantages.T, returns.T
         advantages = fn.masked_whiten(advantages, mask)
 
-        stats: dict[str, list[float]] = {
-            key: []
-            for key in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
+        # PPO epochs on the clipped objective (rl_lab.ppo_update, the same as Gym PPO's); the
+        # methods below say how this agent evaluates a micro-batch and applies gradients.
+        self.batch = {
+            "old_logprobs": old_logprobs,
+            "old_values": old_values,
+            "advantages": advantages,
+            "returns": returns,
+            "mask": mask,
+            "input_ids": r["input_ids"],
+            "attention_mask": r["attention_mask"],
+            **({"hidden": r["hidden"]} if "hidden" in r else {}),
         }
-        micro = c.mini_batch_size // c.grad_accum
-        p = r["prompt_len"]
-        for _ in range(c.ppo_epochs):
-            order = torch.randperm(batch, generator=self.generator).to(self.device)
-            for start in range(0, batch - c.mini_batch_size + 1, c.mini_batch_size):
-                minibatch = order[start : start + c.mini_batch_size]
-                for k in range(c.grad_accum):
-                    idx = minibatch[k * micro : (k + 1) * micro]
-                    logits, values = self.forward(
-                        self.model,
-                        r["input_ids"][idx],
-                        r["attention_mask"][idx],
-                        p,
-                        r["hidden"][idx] if "hidden" in r else None,
-                    )
-                    m = mask[idx]
-                    logprobs = token_logprobs(logits, r["input_ids"][idx, p:]) * m
-                    policy_loss, info = fn.clipped_surrogate_loss(
-                        logprobs, old_logprobs[idx], advantages[idx], c.clip_range, m
-                    )
-                    value_loss = fn.clipped_value_loss(
-                        values.float() * m,
-                        old_values[idx],
-                        returns[idx],
-                        c.clip_range_value or None,
-                        m,
-                    )
-                    loss = policy_loss + c.vf_coef * value_loss
-                    # Sync gradients across processes only on the last micro-batch.
-                    sync = k == c.grad_accum - 1
-                    with contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model):
-                        self.accelerator.backward(loss / c.grad_accum)
-                    with torch.no_grad():
-                        stats["entropy"].append(masked_entropy(logits, m).item())
-                    stats["policy_loss"].append(policy_loss.item())
-                    stats["value_loss"].append(value_loss.item())
-                    stats["approx_kl"].append(info["approx_kl"].item())
-                    stats["clip_fraction"].append(info["clip_fraction"].item())
-                if c.max_grad_norm > 0:
-                    self.accelerator.clip_grad_norm_(self.trainable, c.max_grad_norm)
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
+        self.prompt_len = r["prompt_len"]
+        settings = PPOSettings(
+            epochs=c.ppo_epochs,
+            clip=c.clip_range,
+            clip_value=c.clip_range_value,
+            vf_coef=c.vf_coef,
+        )
+        metrics = ppo_update(settings, self.minibatches, self)
+        self.batch = None
 
         mean_kl = float(kl.sum(1).mean())
         coef = self.kl.coef
@@ -418,7 +396,6 @@ class LMPPOAgent:
         self.iterations += 1
         now = time.perf_counter()
         tokens = float(mask.sum())
-        metrics = {f"losses/{key}": float(np.mean(values)) for key, values in stats.items()}
         metrics.update(
             {
                 "charts/mean_reward": float(r["scores"].mean()),
@@ -431,6 +408,43 @@ class LMPPOAgent:
         )
         self.last_update_end = now
         return metrics
+
+    # ------------------------------------------------------------ the Learner of ppo_update
+
+    def minibatches(self):
+        """One epoch: shuffled minibatches of the rollout, each split into --grad-accum parts."""
+        c, batch = self.config, self.batch
+        size = len(batch["mask"])
+        micro = c.mini_batch_size // c.grad_accum
+        order = torch.randperm(size, generator=self.generator).to(self.device)
+        for start in range(0, size - c.mini_batch_size + 1, c.mini_batch_size):
+            minibatch = order[start : start + c.mini_batch_size]
+            parts = [minibatch[k * micro : (k + 1) * micro] for k in range(c.grad_accum)]
+            yield [{key: value[idx] for key, value in batch.items()} for idx in parts]
+
+    def evaluate(self, part: dict):
+        """New per-token log-probs and values (zero past each completion's end), entropy."""
+        p, m = self.prompt_len, part["mask"]
+        logits, values = self.forward(
+            self.model, part["input_ids"], part["attention_mask"], p, part.get("hidden")
+        )
+        logprobs = token_logprobs(logits, part["input_ids"][:, p:]) * m
+        with torch.no_grad():  # logged, not trained on
+            entropy = masked_entropy(logits, m)
+        return logprobs, values.float() * m, entropy
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def backward(self, loss: torch.Tensor, sync: bool) -> None:
+        # Gradients are averaged across processes only on a minibatch's last part.
+        with contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model):
+            self.accelerator.backward(loss)
+
+    def step(self) -> None:
+        if self.config.max_grad_norm > 0:
+            self.accelerator.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
+        self.optimizer.step()
 
     # ------------------------------------------------------------ checkpoints
 
