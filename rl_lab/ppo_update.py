@@ -10,6 +10,7 @@ agent's too; this module sees only the tensors of each micro-batch:
 
     old_logprobs, old_values, advantages, returns: [B] or [B, T]
     mask: [B, T] (optional): 1 for real tokens, 0 for padding
+    weight: scalar (optional): the part's share of its minibatch's loss (default 1 / parts)
 """
 
 from __future__ import annotations
@@ -99,7 +100,10 @@ def ppo_update(
                 if settings.target_kl > 0 and terms["approx_kl"] > 1.5 * settings.target_kl:
                     # This step would move the policy too far: drop it and stop the epochs.
                     return summary(stats, steps)
-                learner.backward(loss / len(minibatch), sync=k == len(minibatch) - 1)
+                # A part's share of the minibatch: its "weight" where the learner sets one (by
+                # tokens, across processes), else an equal share.
+                share = batch.get("weight", 1.0 / len(minibatch))
+                learner.backward(loss * share, sync=k == len(minibatch) - 1)
                 for key in STATS:
                     stats[key].append(terms[key].detach())
             learner.step()
