@@ -191,14 +191,8 @@ class Experiment:
         """Rebuild a saved run's experiment and load its latest checkpoint."""
         read_run_config(run_dir)
         state = checkpoint.load(Path(run_dir) / "checkpoints")
-        saved_world = int(state["agent"].get("processes", 1))
-        if saved_world != distributed.world():
-            raise UserError(
-                f"{run_dir} was trained with {saved_world} process(es), this launch has "
-                f"{distributed.world()}: resume it with `accelerate launch --num_processes "
-                f"{saved_world}` (or `python -m rl_lab.run` for one)"
-            )
         experiment = cls.build_saved(run_dir, run_flags)
+        experiment.saved_processes = int(state["agent"].get("processes", 1))
         try:
             experiment.agent.load_state_dict(state["agent"])
         except (KeyError, ValueError) as error:
@@ -212,6 +206,13 @@ class Experiment:
     def resume(cls, run_dir, spec, task, module, run_flags, algo_flags):
         check_resume(run_dir, spec, task, run_flags, algo_flags)
         experiment = cls.load(run_dir, run_flags)
+        # Each process's share of the prompts and its sampling seeds depend on their number.
+        if experiment.saved_processes != experiment.world:
+            raise UserError(
+                f"{run_dir} was trained with {experiment.saved_processes} process(es), this "
+                f"launch has {experiment.world}: resume it with that many (`accelerate launch "
+                f"--num_processes {experiment.saved_processes}`, or `python -m rl_lab.run` for one)"
+            )
         experiment.run.total_steps = experiment.run_config.total_steps * experiment.per_iteration
         if distributed.is_main():
             keep_metrics_until(Path(run_dir) / "metrics.jsonl", experiment.run.env_steps)

@@ -317,3 +317,15 @@ def test_normalized_scores_make_the_update_independent_of_the_reward_scale(token
         params.append([p.detach().clone() for p in agent.policy.parameters()])
     for a, b in zip(*params):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_gradient_accumulation_gives_the_update_of_whole_minibatches(tokenizer):
+    """Micro-batches weighted by their tokens add up to the minibatch's own loss."""
+    params = []
+    for grad_accum in (1, 2):
+        agent = make(tokenizer, grad_accum=grad_accum)
+        rollout_with_scores(agent, PROMPTS, np.linspace(-1.0, 1.0, len(PROMPTS)))
+        assert agent.update()["charts/gradient_steps"] == len(PROMPTS) // 4
+        params.append([p.detach().clone() for p in agent.policy.parameters()])
+    for a, b in zip(*params):
+        assert torch.allclose(a, b, atol=1e-6)
