@@ -34,7 +34,7 @@ def free_port() -> int:
 
 
 def run(name: str, processes: int, threads: int, args, workdir: Path) -> dict:
-    run_dir = workdir / name
+    run_dir = workdir / f"p{processes}t{threads}"
     train = ["-m", "rl_lab.run", "ppo", "sentiment", "--total-steps", str(args.iterations)]
     train += ["--threads", str(threads), "--eval-episodes", str(args.eval_episodes)]
     train += ["--no-dashboard", "--run-dir", str(run_dir), *args.extra]
