@@ -6,8 +6,12 @@ is tested exactly against a naive loop or a hand-computed table in tests/test_fu
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
+
+Sum = Callable[[torch.Tensor], torch.Tensor]  # a sum over processes (rl_lab.lm.distributed)
 
 # ---------------------------------------------------------------- value targets
 
@@ -123,18 +127,34 @@ def huber_loss(prediction: torch.Tensor, target: torch.Tensor, weights=None) -> 
 # ---------------------------------------------------------------- masked statistics
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean over the entries where mask is 1 (all entries without a mask)."""
+def masked_mean(
+    x: torch.Tensor, mask: torch.Tensor | None = None, all_sum: Sum | None = None
+) -> torch.Tensor:
+    """Mean over the entries where mask is 1 (all entries without a mask).
+
+    `all_sum` (a sum over the processes of a launch) makes it the mean over every process's
+    entries: each process sends its sum and count, so all of them get the same number.
+    """
+    if all_sum is not None:
+        mask = torch.ones_like(x) if mask is None else mask.to(x.dtype)
+        total, count = all_sum(torch.stack([(x * mask).sum(), mask.sum()]))
+        return total / count.clamp(min=1.0)
     if mask is None:
         return x.mean()
     mask = mask.to(x.dtype)
     return (x * mask).sum() / mask.sum().clamp(min=1.0)
 
 
-def masked_var(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Unbiased variance over the masked entries."""
-    mean = masked_mean(x, mask)
+def masked_var(
+    x: torch.Tensor, mask: torch.Tensor | None = None, all_sum: Sum | None = None
+) -> torch.Tensor:
+    """Unbiased variance over the masked entries (of every process, with `all_sum`)."""
+    mean = masked_mean(x, mask, all_sum)
     centered_sq = (x - mean) ** 2
+    if all_sum is not None:  # the global mean first, then the squared deviations from it
+        mask = torch.ones_like(x) if mask is None else mask.to(x.dtype)
+        total, count = all_sum(torch.stack([(centered_sq * mask).sum(), mask.sum()]))
+        return total / (count - 1).clamp(min=1.0)
     if mask is None:
         count = torch.tensor(float(x.numel()))
         return centered_sq.sum() / (count - 1).clamp(min=1.0)
@@ -144,10 +164,14 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tenso
 
 
 def masked_whiten(
-    x: torch.Tensor, mask: torch.Tensor | None = None, shift_mean: bool = True
+    x: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    shift_mean: bool = True,
+    all_sum: Sum | None = None,
 ) -> torch.Tensor:
-    """Scale to unit variance (and zero mean unless shift_mean=False) over the masked entries."""
-    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    """Scale to unit variance (and zero mean unless shift_mean=False) over the masked entries
+    (of every process, with `all_sum`)."""
+    mean, var = masked_mean(x, mask, all_sum), masked_var(x, mask, all_sum)
     whitened = (x - mean) * torch.rsqrt(var + 1e-8)
     if not shift_mean:
         whitened = whitened + mean
@@ -156,12 +180,14 @@ def masked_whiten(
     return whitened
 
 
-def explained_variance(prediction: torch.Tensor, target: torch.Tensor, mask=None) -> float:
+def explained_variance(
+    prediction: torch.Tensor, target: torch.Tensor, mask=None, all_sum: Sum | None = None
+) -> float:
     """1 - Var(target - prediction) / Var(target); 1 is perfect, 0 is a constant guess."""
-    target_var = masked_var(target, mask)
+    target_var = masked_var(target, mask, all_sum)
     if target_var.item() == 0:
         return float("nan")
-    return float(1.0 - masked_var(target - prediction, mask) / target_var)
+    return float(1.0 - masked_var(target - prediction, mask, all_sum) / target_var)
 
 
 # ---------------------------------------------------------------- KL estimators

@@ -20,8 +20,8 @@ _held: dict[Path, int] = {}  # run dir -> open descriptor, kept for the life of 
 def lock_run_dir(run_dir: Path) -> None:
     """Hold the run directory's lock until this process exits; UserError if another has it."""
     run_dir = Path(run_dir).resolve()
-    if run_dir in _held:
-        return
+    if run_dir in _held or int(os.environ.get("RANK", "0")) != 0:
+        return  # under a multi-process launch the main process holds it for the run
     fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -216,13 +216,13 @@ def parse_train(argv: list[str]) -> TrainRequest:
     resume_dir = flag_value(rest, "--resume")
     if resume_only or resume_dir is not None:
         saved = runner.read_run_config(resume_dir or "")
-        saved_impl = saved.get("impl", "lab")
-        if impl_name not in (None, saved_impl):
+        saved_impl = saved.get("impl")  # absent before --impl existed: the default one
+        if saved_impl is not None and impl_name not in (None, saved_impl):
             raise UserError(
                 f"{resume_dir} is a --impl {saved_impl} run: drop --impl {impl_name} "
                 "(--resume continues with the saved implementation)"
             )
-        impl_name = saved_impl
+        impl_name = saved_impl or impl_name
         if resume_only:
             algo_name, task_name = saved["algo"], saved["task"]
     spec = get_algo(algo_name)

@@ -4,7 +4,8 @@ Clipped surrogate objective, GAE(lambda) advantages, optional clipped value loss
 bonus, minibatch epochs, linear LR and clip annealing, gradient-norm clipping, target-KL early
 stop, and running observation / reward normalisation held by the agent (so checkpoints and
 evaluation use the same statistics). Discrete and Box action spaces. The whole update rule
-is `PPOAgent.update`.
+is `PPOAgent.update`, its epochs the
+shared `rl_lab.ppo_update`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from rl_lab.buffers import RolloutBuffer, Transition
 from rl_lab.config import option, validate
 from rl_lab.errors import UserError
 from rl_lab.optim import FlatAdam
+from rl_lab.ppo_update import PPOSettings, ppo_update
 
 
 @dataclass
@@ -227,62 +229,54 @@ class PPOAgent:
         last_values = self.net.value_numpy(self.normalize(self._next_obs))
         self.buffer.compute_advantages(last_values, c.gamma, c.gae_lambda)
 
-        # 2. Epochs of minibatch steps on the clipped objective.
-        stats: dict[str, list[torch.Tensor]] = {
-            key: []
-            for key in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
-        }
-        stopped_early = False
-        for _ in range(c.n_epochs):
-            for batch in self.buffer.minibatches(c.batch_size):
-                logprobs, entropy, values = self.net.evaluate_actions(
-                    batch["obs"], batch["actions"]
-                )
-                advantages = batch["advantages"]
-                if c.normalize_advantage and len(advantages) > 1:
-                    advantages = fn.masked_whiten(advantages)
-                policy_loss, info = fn.clipped_surrogate_loss(
-                    logprobs, batch["logprobs"], advantages, clip
-                )
-                if c.target_kl > 0 and info["approx_kl"] > 1.5 * c.target_kl:
-                    stopped_early = True  # this step would move the policy too far: stop
-                    break
-                value_loss = fn.clipped_value_loss(
-                    values, batch["values"], batch["returns"], c.clip_range_vf or None
-                )
-                entropy = entropy.mean()
-                loss = policy_loss + c.vf_coef * value_loss - c.ent_coef * entropy
-
-                self.optimizer.zero_grad()
-                loss.backward()
-                if c.max_grad_norm > 0:
-                    self.optimizer.clip_grad_norm(c.max_grad_norm)
-                self.optimizer.step()
-                for key, value in (
-                    ("policy_loss", policy_loss),
-                    ("value_loss", value_loss),
-                    ("entropy", entropy),
-                    *info.items(),
-                ):
-                    stats[key].append(value.detach())
-            if stopped_early:
-                break
+        # 2. Epochs of minibatch steps on the clipped objective (rl_lab.ppo_update).
+        settings = PPOSettings(
+            epochs=c.n_epochs,
+            clip=clip,
+            clip_value=c.clip_range_vf,
+            vf_coef=c.vf_coef,
+            ent_coef=c.ent_coef,
+            target_kl=c.target_kl,
+        )
+        metrics = ppo_update(settings, self.minibatches, self)
 
         self.buffer.reset()
         self.updates += 1
-        metrics = {
-            f"losses/{key}": float(torch.stack(steps).mean()) if steps else float("nan")
-            for key, steps in stats.items()
-        }
         metrics["losses/explained_variance"] = fn.explained_variance(
             torch.from_numpy(self.buffer.values).flatten(), self.buffer.returns.flatten()
         )
-        metrics["charts/gradient_steps"] = float(len(stats["policy_loss"]))
         metrics["charts/learning_rate"] = lr
         metrics["charts/clip_range"] = clip
         if isinstance(self.net, GaussianActorCritic):
             metrics["charts/action_std"] = float(self.net.log_std.detach().exp().mean())
         return metrics
+
+    # The Learner half of rl_lab.ppo_update: what the shared update asks of this agent.
+
+    def minibatches(self):
+        """One epoch's minibatches (each one micro-batch), advantages whitened per minibatch."""
+        for batch in self.buffer.minibatches(self.config.batch_size):
+            advantages = batch["advantages"]
+            if self.config.normalize_advantage and len(advantages) > 1:
+                advantages = fn.masked_whiten(advantages)
+            batch["advantages"] = advantages
+            batch["old_logprobs"], batch["old_values"] = batch["logprobs"], batch["values"]
+            yield [batch]
+
+    def evaluate(self, batch: dict):
+        logprobs, entropy, values = self.net.evaluate_actions(batch["obs"], batch["actions"])
+        return logprobs, values, entropy.mean()
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad()
+
+    def backward(self, loss: torch.Tensor, sync: bool) -> None:
+        loss.backward()
+
+    def step(self) -> None:
+        if self.config.max_grad_norm > 0:
+            self.optimizer.clip_grad_norm(self.config.max_grad_norm)
+        self.optimizer.step()
 
     # -------------------------------------------------------------- checkpoints
 

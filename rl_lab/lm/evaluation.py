@@ -67,27 +67,39 @@ def evaluate_lm(
     batch_size: int = 32,
     score_prompt: bool = False,
 ) -> LMEvalResult:
-    """Sample a completion per prompt and score it against the reward and the reference."""
+    """Sample a completion per prompt and score it against the reward and the reference.
+
+    Under a multi-process launch each process takes every world-th prompt and the rows are
+    gathered back into prompt order, so every process returns the same result.
+    """
+    from rl_lab.lm import distributed
+
     generator = torch.Generator().manual_seed(seed)
-    completions, kls, nll_sum, token_count = [], [], 0.0, 0.0
-    for start in range(0, len(prompts), batch_size):
-        rollout = agent.generate(prompts[start : start + batch_size], generator=generator)
+    mine = distributed.shard(list(range(len(prompts))))
+    rows = []  # (prompt index, completion, KL, NLL sum, tokens, reward, positive)
+    for start in range(0, len(mine), batch_size):
+        index = mine[start : start + batch_size]
+        rollout = agent.generate([prompts[i] for i in index], generator=generator)
         ref = agent.reference_logprobs(rollout)
         mask = rollout["mask"]
-        kls += ((rollout["logprobs"] - ref) * mask).sum(1).tolist()
-        nll_sum += float(-(ref * mask).sum())
-        token_count += float(mask.sum())
-        completions += rollout["completions"]
-    texts = scored_texts(prompts, completions, score_prompt)
-    rewards = np.asarray(reward(texts), dtype=np.float64)
+        kls = ((rollout["logprobs"] - ref) * mask).sum(1).tolist()
+        nlls = (-(ref * mask)).sum(1).tolist()
+        tokens = mask.sum(1).tolist()
+        texts = scored_texts([prompts[i] for i in index], rollout["completions"], score_prompt)
+        scores = np.asarray(reward(texts), dtype=np.float64).tolist()
+        positive = np.asarray(reward.is_positive(texts), dtype=bool).tolist()
+        rows += zip(index, rollout["completions"], kls, nlls, tokens, scores, positive)
+    rows = sorted(distributed.gather(rows))
+    _, completions, kls, nlls, tokens, rewards, positive = (list(c) for c in zip(*rows))
+    token_count = float(sum(tokens))
     metrics = {
-        "mean_reward": float(rewards.mean()),
-        "positive_fraction": float(np.mean(reward.is_positive(texts))),
+        "mean_reward": float(np.mean(rewards)),
+        "positive_fraction": float(np.mean(positive)),
         "kl": float(np.mean(kls)),
-        "perplexity": math.exp(nll_sum / max(token_count, 1.0)),
+        "perplexity": math.exp(sum(nlls) / max(token_count, 1.0)),
         "distinct_1": distinct_n(completions, 1),
         "distinct_2": distinct_n(completions, 2),
         "completion_tokens": token_count / max(len(prompts), 1),
         "prompts": len(prompts),
     }
-    return LMEvalResult(metrics, list(prompts), completions, rewards.tolist())
+    return LMEvalResult(metrics, list(prompts), completions, rewards)

@@ -5,31 +5,40 @@ logger, dashboard and checkpointer; what differs is what a text task needs: mode
 instead of Gym envs, before/after evaluation on held-out prompts, and the tuned model saved with
 `save_pretrained`. Everything a user can get wrong (assets, prompt file, reward labels, context
 length, policy kind) is checked before the run directory is created.
+
+Under `accelerate launch --num_processes N` every process runs this class: the main process
+names the run directory (broadcast), each process samples its share of every batch from its
+share of the prompts and evaluates its share of the held-out prompts (gathered), statistics are
+all-reduced in the agent, and only the main process writes files or draws the dashboard.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 from rl_lab import checkpoint, implementations
-from rl_lab.config import RunConfig
+from rl_lab.config import RunConfig, to_dict
 from rl_lab.errors import UserError
 from rl_lab.experiment import interrupted, write_results
+from rl_lab.lm import distributed
+from rl_lab.lock import lock_run_dir, unlock_run_dir
 from rl_lab.loop import Callback, Every, RunContext, train
+from rl_lab.presets import preset
 from rl_lab.runner import (
     EVAL_SEED_OFFSET,
     Checkpointer,
+    build_config,
     check_resume,
     check_steps_left,
+    check_writable,
+    default_run_dir,
     keep_metrics_until,
     load_state,
     read_run_config,
     saved_configs,
 )
-from rl_lab.runner import Experiment as GymExperiment
 
 BEFORE_FILE = "eval_before.json"
 SAMPLE_ROWS = 12  # held-out prompts shown before/after in summary.md
@@ -58,7 +67,8 @@ def sample_lines(samples, width: int = 110) -> list[str]:
 
 
 class LMEvaluator(Callback):
-    """Held-out evaluation every `interval` completions; results go to the logger and board."""
+    """Held-out evaluation every `interval` completions; results go to the logger and board
+    (None on the processes other than the main one, which take their share of the prompts)."""
 
     def __init__(self, evaluate, interval: int, logger, board):
         self.evaluate = evaluate
@@ -77,6 +87,8 @@ class LMEvaluator(Callback):
         run.last_eval = result.mean_return
         run.best_eval = max(result.mean_return, run.best_eval or -float("inf"))
         run.latest.update({f"eval/{key}": value for key, value in result.metrics.items()})
+        if self.logger is None:  # a process other than the main one: it only helps evaluate
+            return
         for key, value in result.metrics.items():
             self.logger.record(f"eval/{key}", value)
         for callback in (self.board, self.logger):
@@ -96,33 +108,74 @@ class Experiment:
         self.spec, self.task, self.module = spec, task, module
         self.run_config, self.config, self.run_dir = run_config, algo_config, Path(run_dir)
         c, rc = algo_config, run_config
-        require_one_process(spec.name)
         if rc.num_envs % c.mini_batch_size:
             raise UserError(
                 f"--num-envs {rc.num_envs} (prompts per iteration) must be a "
                 f"multiple of --mini-batch-size {c.mini_batch_size}"
             )
+        self.world = distributed.world()
+        if c.mini_batch_size % (self.world * c.grad_accum):
+            raise UserError(
+                f"--mini-batch-size {c.mini_batch_size} must be a multiple of the "
+                f"{self.world} processes x --grad-accum {c.grad_accum}: each process takes an "
+                "equal share of every minibatch"
+            )
         pretrained, self.tokenizer, self.reward, self.train_prompts, self.eval_prompts = (
             load_text_task(c, rc)
         )
         self.agent = module.make_agent(c, pretrained, self.tokenizer, rc.seed)
-        self.env = TextEnv(self.train_prompts, self.reward, rc.num_envs, c.score_prompt)
-        self.per_iteration = rc.num_envs
+        # Each process draws its share of every batch from its own share of the prompts; the
+        # loop counts this process's completions (per_iteration), --num-envs all of them.
+        self.per_iteration = rc.num_envs // self.world
+        self.env = TextEnv(
+            distributed.shard(self.train_prompts), self.reward, self.per_iteration, c.score_prompt
+        )
         self.run = RunContext(
             self.agent,
-            rc.total_steps * rc.num_envs,
-            rc.num_envs,
+            rc.total_steps * self.per_iteration,
+            self.per_iteration,
             rc.seed,
             self.run_dir,
-            title=f"{spec.name} · {task.name} · {c.policy} · seed {rc.seed}",
+            title=f"{spec.name} · {task.name} · {c.policy} · seed {rc.seed}"
+            + (f" · {self.world} processes" if self.world > 1 else ""),
         )
         self.eval_seed = rc.seed + EVAL_SEED_OFFSET
 
     # ------------------------------------------------------------ construction
 
-    # The same steps as a Gym run (configs from preset + flags, checks, build, then
-    # config.json), with this class's __init__ doing the building.
-    create = classmethod(GymExperiment.create.__func__)
+    @classmethod
+    def create(cls, spec, task, module, algo_config_cls, run_flags, algo_flags, run_dir):
+        """The same steps as a Gym run (configs from preset + flags, checks, build, then
+        config.json), under every process of a launch: the main process names the run
+        directory, every process checks and builds, only the main one writes."""
+        defaults = preset(spec.name, task.name, task.kind)
+        run_config = build_config(RunConfig, {**defaults["run"], **run_flags})
+        algo_config = build_config(algo_config_cls, {**defaults["algo"], **algo_flags})
+        default = default_run_dir(spec.name, task.name, run_config.seed)
+        run_dir = distributed.broadcast(Path(run_dir) if run_dir else default)
+        check_writable(run_dir)
+        experiment = cls(spec, task, module, run_config, algo_config, run_dir)
+        distributed.wait()  # every process has checked the directory before it is written
+        if distributed.is_main():
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise UserError(
+                    f"cannot create {run_dir} ({error.strerror}): choose another --run-dir"
+                ) from None
+            lock_run_dir(run_dir)
+            config = {
+                "algo": spec.name,
+                "impl": cls.impl,
+                "task": task.name,
+                "run": to_dict(run_config),
+                "algo_config": to_dict(algo_config),
+            }
+            checkpoint.atomic_write_text(
+                run_dir / "config.json", json.dumps(config, indent=2) + "\n"
+            )
+        distributed.wait()
+        return experiment
 
     @classmethod
     def build_saved(cls, run_dir, run_flags: dict | None = None) -> Experiment:
@@ -144,6 +197,7 @@ class Experiment:
         state = checkpoint.load(Path(run_dir) / "checkpoints")
         experiment = cls.build_saved(run_dir, run_flags)
         load_state(experiment.agent, experiment.run, state, run_dir)
+        experiment.saved_processes = int(state["agent"].get("processes", 1))
         return experiment
 
     @classmethod
@@ -152,8 +206,17 @@ class Experiment:
         experiment = cls.load(run_dir, run_flags)
         done = experiment.run.env_steps // experiment.per_iteration
         check_steps_left(run_dir, experiment.run_config.total_steps, done, "iterations")
+        # Each process's share of the prompts and its sampling seeds depend on their number.
+        if experiment.saved_processes != experiment.world:
+            raise UserError(
+                f"{run_dir} was trained with {experiment.saved_processes} process(es), this "
+                f"launch has {experiment.world}: resume it with that many (`accelerate launch "
+                f"--num_processes {experiment.saved_processes}`, or `python -m rl_lab.run` for one)"
+            )
         experiment.run.total_steps = experiment.run_config.total_steps * experiment.per_iteration
-        keep_metrics_until(Path(run_dir) / "metrics.jsonl", experiment.run.env_steps)
+        if distributed.is_main():
+            keep_metrics_until(Path(run_dir) / "metrics.jsonl", experiment.run.env_steps)
+        distributed.wait()
         return experiment
 
     # ------------------------------------------------------------ training
@@ -171,41 +234,64 @@ class Experiment:
         )
 
     def train(self, dashboard: bool = True) -> int:
+        """Train, evaluate, report; the run directory's lock is released when this returns."""
+        try:
+            return self.train_and_evaluate(dashboard)
+        finally:
+            unlock_run_dir(self.run_dir)
+
+    def train_and_evaluate(self, dashboard: bool) -> int:
         from rl_lab.dashboard import Dashboard
         from rl_lab.logging import MetricLogger
 
         rc, run, n = self.run_config, self.run, self.per_iteration
         before = self.evaluate_before()
-        board = Dashboard(live=None if dashboard else False, unit="completions")
-        logger = MetricLogger(self.run_dir)
-        callbacks = [
-            board,
-            logger,
-            SampleFeed(board),
-            LMEvaluator(self.evaluate, rc.eval_interval * n, logger, board),
-            Checkpointer(self.run_dir, rc.checkpoint_interval * n),
-        ]
+        if distributed.is_main():
+            # The loop counts this process's completions; the logged statistics are global.
+            unit = "completions" if self.world == 1 else "completions per process"
+            board = Dashboard(live=None if dashboard else False, unit=unit)
+            logger = MetricLogger(self.run_dir)
+            callbacks = [
+                board,
+                logger,
+                SampleFeed(board),
+                LMEvaluator(self.evaluate, rc.eval_interval * n, logger, board),
+                Checkpointer(self.run_dir, rc.checkpoint_interval * n),
+            ]
+        else:  # the other processes train and take their share of evaluations, silently
+            board = None
+            callbacks = [LMEvaluator(self.evaluate, rc.eval_interval * n, None, None)]
         try:
             train(self.agent, self.env, run, callbacks, log_every=rc.log_interval * n)
         finally:
-            board.close()
+            if board is not None:
+                board.close()
         if run.interrupted:
+            if not distributed.is_main():
+                return 130
             return interrupted(self.run_dir, f"after {run.updates} iterations")
         return self.finish(before)
+
+    def completions_done(self) -> int:
+        """Completions sampled so far by all processes (the loop counts this process's)."""
+        return self.run.env_steps * self.world
 
     def evaluate_before(self) -> dict:
         """The starting model's held-out evaluation, computed once per run (a resume reuses it)."""
         before_path = self.run_dir / BEFORE_FILE
-        if not before_path.is_file():
+        if distributed.broadcast(before_path.is_file()):
+            return json.loads(before_path.read_text())
+        if distributed.is_main():
             print(
                 f"evaluating the starting model on {len(self.eval_prompts)} held-out prompts",
                 flush=True,
             )
-            started = time.perf_counter()
-            before = self.evaluate().to_dict()
-            self.run.timers["eval"] += time.perf_counter() - started
+        started = time.perf_counter()
+        before = self.evaluate().to_dict()
+        self.run.timers["eval"] += time.perf_counter() - started
+        if distributed.is_main():
             checkpoint.atomic_write_text(before_path, json.dumps(before, indent=2) + "\n")
-        return json.loads(before_path.read_text())
+        return before
 
     def finish(self, before: dict) -> int:
         """Final held-out evaluation, the tuned model, eval.json, summary.md; exit status 0."""
@@ -213,6 +299,8 @@ class Experiment:
         started = time.perf_counter()
         after = self.evaluate().to_dict()
         run.timers["eval"] += time.perf_counter() - started
+        if not distributed.is_main():  # the main process writes the results
+            return 0
         self.save_model()
         self.write_results(before, after)
         b, a = before, after
@@ -249,7 +337,8 @@ class Experiment:
             "after": metrics(after),
             "wall_seconds": run.elapsed,
             "iterations": run.updates,
-            "completions": run.env_steps,
+            "completions": self.completions_done(),
+            "processes": self.world,
             "stop_reason": run.stop_reason,
             "timers": run.timers,
             "eval_seed": self.eval_seed,
@@ -283,6 +372,8 @@ class Experiment:
         if seed is not None:
             experiment.eval_seed = seed
         result = experiment.evaluate()
+        if not distributed.is_main():
+            return
         out = Path(run_dir) / "reeval.json"
         checkpoint.atomic_write_text(out, json.dumps(result.to_dict(), indent=2) + "\n")
         m = result.metrics
@@ -291,16 +382,6 @@ class Experiment:
             f"{m['positive_fraction']:.2f}, mean reward {m['mean_reward']:.2f}, KL {m['kl']:.2f}, "
             f"perplexity {m['perplexity']:.1f}, distinct-2 {m['distinct_2']:.2f} over "
             f"{m['prompts']} prompts (seed {experiment.eval_seed}); written to {out}"
-        )
-
-
-def require_one_process(algo: str) -> None:
-    """A one-line error under a multi-process launch: every process would write the run
-    directory, and nothing splits prompts or evaluation across processes yet."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise UserError(
-            f"{algo} on a text task runs in one process for now: start it with "
-            "`python -m rl_lab.run` or `accelerate launch --num_processes 1 -m rl_lab.run`"
         )
 
 

@@ -13,6 +13,7 @@ imported only when an agent is built: `python -m rl_lab.run list` reads PRESETS 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass
 
@@ -23,6 +24,8 @@ from policies.value_head import CausalLMWithValueHead
 from rl_lab import functional as fn
 from rl_lab.buffers import Transition
 from rl_lab.config import option, validate
+from rl_lab.lm import distributed
+from rl_lab.ppo_update import PPOSettings, ppo_update
 
 
 @dataclass
@@ -70,6 +73,11 @@ class Config:
     )
     kl_horizon: int = option(10_000, "adaptive KL controller's horizon, in completions", min=1)
     whiten_rewards: bool = option(False, "scale the per-token rewards to unit variance per batch")
+    normalize_scores: bool = option(
+        True,
+        "whiten each score with the running mean and std of every score so far (all "
+        "processes), so that the KL coefficient means the same on any reward's scale",
+    )
     max_grad_norm: float = option(1.0, "gradient clipping norm (0: off)", min=0.0)
     trainable_layers: int = option(
         0,
@@ -112,7 +120,11 @@ def check_text_config(config) -> None:
 # per rollout, which makes updates several times cheaper; small minibatches buy more updates per
 # sample. The KL coefficient trades reward for diversity: on the held-out prompts 0.05 reached
 # a 0.96 POSITIVE fraction by 32 iterations but distinct-2 fell to 0.88; 0.2 kept distinct-2 at
-# 0.93-0.94 but stalled near 0.9 POSITIVE; 0.1 gave 0.94 with distinct-2 0.90 at 56.
+# 0.93-0.94 but stalled near 0.9 POSITIVE; 0.1 gave 0.94 with distinct-2 0.90 at 56. Those were
+# raw scores; scores are now whitened by their running statistics (normalize_scores), so one
+# coefficient serves every reward: the classifier's scores spread about 0.6 (std of held-out
+# samples), so 0.15 on whitened scores is about 0.1 on its raw ones, while VADER's (std about
+# 0.3) get a relatively weaker penalty than the 0.1 that held them back. Unmeasured since.
 PRESETS = {
     "sentiment": {
         "run": {
@@ -128,13 +140,44 @@ PRESETS = {
             "lr": 1e-4,
             "ppo_epochs": 2,
             "mini_batch_size": 16,
-            "init_kl_coef": 0.1,
+            "init_kl_coef": 0.15,
             # Returns are reward-model logits (several units): a 0.2 clip around the old
             # values would hold the value head back for many iterations.
             "clip_range_value": 0.0,
         },
     },
 }
+
+
+class RunningScores:
+    """Running mean and std of every score so far, over all processes: each batch is folded in
+    from its all-reduced count, sum and sum of squares (Chan et al.'s parallel update)."""
+
+    def __init__(self):
+        self.count, self.mean, self.m2 = 0.0, 0.0, 0.0
+
+    def update(self, scores: torch.Tensor, all_sum) -> None:
+        s = scores.double()
+        count, total, squares = all_sum(torch.stack([s.new_tensor(len(s)), s.sum(), (s * s).sum()]))
+        count, mean = float(count), float(total / count)
+        m2 = max(float(squares) - count * mean**2, 0.0)
+        delta, combined = mean - self.mean, self.count + count
+        self.m2 += m2 + delta**2 * self.count * count / combined
+        self.mean += delta * count / combined
+        self.count = combined
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.m2 / self.count) if self.count else 1.0
+
+    def whiten(self, scores: torch.Tensor) -> torch.Tensor:
+        return (scores - self.mean) / (self.std + 1e-8)
+
+    def state_dict(self) -> dict:
+        return {"count": self.count, "mean": self.mean, "m2": self.m2}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count, self.mean, self.m2 = (float(state[k]) for k in ("count", "mean", "m2"))
 
 
 class KLController:
@@ -182,6 +225,7 @@ class LMPPOAgent:
         tokenizer,
         accelerator,
         seed: int,
+        train: bool = True,
     ):
         c = self.config = config
         self.tokenizer, self.accelerator = tokenizer, accelerator
@@ -195,10 +239,20 @@ class LMPPOAgent:
         self.prefix = self.frozen_prefixes(model) if c.trainable_layers else None
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(self.trainable, lr=c.lr, weight_decay=0.0)
-        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        if train:
+            self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        else:  # evaluation only (beside a TRL trainer, which wraps the model for processes)
+            self.model, self.optimizer = model.to(self.device), None
         self.kl = KLController(c.init_kl_coef, c.kl_target, c.kl_horizon)
-        self.generator = torch.Generator().manual_seed(seed + accelerator.process_index)
+        self.scores = RunningScores()
+        self.world, self.rank = accelerator.num_processes, accelerator.process_index
+        self.all_sum = distributed.all_sum
+        # The same on every process (sampling seeds are drawn per process from it, see
+        # generate): one state to checkpoint, and a resume with the same processes repeats.
+        self.generator = torch.Generator().manual_seed(seed)
         self.rollout: dict | None = None
+        self.batch: dict | None = None  # the rollout's tensors during update()
+        self.prompt_len = 0
         self.samples: list[tuple[str, str, float]] = []  # latest (prompt, completion, reward)
         self.iterations = 0
         self.last_update_end = time.perf_counter()
@@ -275,7 +329,9 @@ class LMPPOAgent:
         )
         # generate() draws from torch's global generator: fork it, seeded from ours, so runs
         # repeat and nobody else's random state moves.
-        seed = int(torch.randint(2**62, (1,), generator=generator or self.generator))
+        # One seed per process from the shared generator: each process samples differently.
+        seeds = torch.randint(2**62, (self.world,), generator=generator or self.generator)
+        seed = int(seeds[self.rank])
         devices = [] if self.device.type == "cpu" else [self.device]
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
@@ -340,15 +396,22 @@ class LMPPOAgent:
         batch, length = mask.shape
         ref_logprobs = self.reference_logprobs(r)
 
+        # Scores on one scale whatever the reward (VADER's [-1, 1], a classifier's logits), so
+        # that the KL coefficient weighs the same against them.
+        scores = r["scores"]
+        if c.normalize_scores:
+            self.scores.update(scores, self.all_sum)
+            scores = self.scores.whiten(scores).to(scores.dtype)
+
         # Per-token reward: -coef * KL estimate to the reference, plus the score on the last
         # generated token (the EOS where there is one).
         kl = fn.kl_estimate(old_logprobs, ref_logprobs, "k1") * mask
         rewards = -self.kl.coef * kl
         last = (mask.sum(1).long() - 1).clamp(min=0)
         rows = torch.arange(batch, device=self.device)
-        rewards[rows, last] += r["scores"]
+        rewards[rows, last] += scores
         if c.whiten_rewards:
-            rewards = fn.masked_whiten(rewards, mask, shift_mean=False)
+            rewards = fn.masked_whiten(rewards, mask, shift_mean=False, all_sum=self.all_sum)
 
         # GAE runs over time (dim 0); the episode terminates at each completion's last token,
         # and the mask carries the recursion past post-EOS padding.
@@ -359,74 +422,116 @@ class LMPPOAgent:
             rewards.T, old_values.T, next_values.T, ends.T, ends.T, c.gamma, c.gae_lambda, mask.T
         )
         advantages, returns = advantages.T, returns.T
-        advantages = fn.masked_whiten(advantages, mask)
+        # Whitened over the whole batch of every process (sums and counts all-reduced).
+        advantages = fn.masked_whiten(advantages, mask, all_sum=self.all_sum)
 
-        stats: dict[str, list[float]] = {
-            key: []
-            for key in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
+        # PPO epochs on the clipped objective (rl_lab.ppo_update, the same as Gym PPO's); the
+        # methods below say how this agent evaluates a micro-batch and applies gradients.
+        self.batch = {
+            "old_logprobs": old_logprobs,
+            "old_values": old_values,
+            "advantages": advantages,
+            "returns": returns,
+            "mask": mask,
+            "input_ids": r["input_ids"],
+            "attention_mask": r["attention_mask"],
+            **({"hidden": r["hidden"]} if "hidden" in r else {}),
         }
-        micro = c.mini_batch_size // c.grad_accum
-        p = r["prompt_len"]
-        for _ in range(c.ppo_epochs):
-            order = torch.randperm(batch, generator=self.generator).to(self.device)
-            for start in range(0, batch - c.mini_batch_size + 1, c.mini_batch_size):
-                minibatch = order[start : start + c.mini_batch_size]
-                for k in range(c.grad_accum):
-                    idx = minibatch[k * micro : (k + 1) * micro]
-                    logits, values = self.forward(
-                        self.model,
-                        r["input_ids"][idx],
-                        r["attention_mask"][idx],
-                        p,
-                        r["hidden"][idx] if "hidden" in r else None,
-                    )
-                    m = mask[idx]
-                    logprobs = token_logprobs(logits, r["input_ids"][idx, p:]) * m
-                    policy_loss, info = fn.clipped_surrogate_loss(
-                        logprobs, old_logprobs[idx], advantages[idx], c.clip_range, m
-                    )
-                    value_loss = fn.clipped_value_loss(
-                        values.float() * m,
-                        old_values[idx],
-                        returns[idx],
-                        c.clip_range_value or None,
-                        m,
-                    )
-                    loss = policy_loss + c.vf_coef * value_loss
-                    # Sync gradients across processes only on the last micro-batch.
-                    sync = k == c.grad_accum - 1
-                    with contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model):
-                        self.accelerator.backward(loss / c.grad_accum)
-                    with torch.no_grad():
-                        stats["entropy"].append(masked_entropy(logits, m).item())
-                    stats["policy_loss"].append(policy_loss.item())
-                    stats["value_loss"].append(value_loss.item())
-                    stats["approx_kl"].append(info["approx_kl"].item())
-                    stats["clip_fraction"].append(info["clip_fraction"].item())
-                if c.max_grad_norm > 0:
-                    self.accelerator.clip_grad_norm_(self.trainable, c.max_grad_norm)
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
+        self.prompt_len = r["prompt_len"]
+        settings = PPOSettings(
+            epochs=c.ppo_epochs,
+            clip=c.clip_range,
+            clip_value=c.clip_range_value,
+            vf_coef=c.vf_coef,
+        )
+        metrics = ppo_update(settings, self.minibatches, self)
+        self.batch = None
 
-        mean_kl = float(kl.sum(1).mean())
+        # Statistics of the whole batch (all processes), so that every process adapts the KL
+        # coefficient alike and the main process logs global numbers.
+        kl_sum, score_sum, tokens, completions = self.all_sum(
+            torch.stack([kl.sum(), r["scores"].sum(), mask.sum(), mask.new_tensor(batch)])
+        ).tolist()
+        mean_kl = kl_sum / completions
         coef = self.kl.coef
-        self.kl.update(mean_kl, batch)
+        self.kl.update(mean_kl, int(completions))
         self.iterations += 1
         now = time.perf_counter()
-        tokens = float(mask.sum())
-        metrics = {f"losses/{key}": float(np.mean(values)) for key, values in stats.items()}
+        metrics = self.mean_over_processes(metrics)
         metrics.update(
             {
-                "charts/mean_reward": float(r["scores"].mean()),
+                "charts/mean_reward": score_sum / completions,
                 "charts/kl": mean_kl,
                 "charts/kl_coef": coef,
-                "charts/completion_tokens": tokens / batch,
-                "losses/explained_variance": fn.explained_variance(old_values, returns, mask),
+                "charts/score_std": self.scores.std,
+                "charts/completion_tokens": tokens / completions,
+                "losses/explained_variance": fn.explained_variance(
+                    old_values, returns, mask, self.all_sum
+                ),
                 "time/tokens_per_s": tokens / max(now - self.last_update_end, 1e-9),
             }
         )
+        if self.device.type == "cuda":
+            metrics["charts/peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
         self.last_update_end = now
         return metrics
+
+    def mean_over_processes(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Each metric averaged over the processes (the same dict on every process)."""
+        if self.world == 1:
+            return metrics
+        keys = sorted(metrics)
+        values = self.all_sum(torch.tensor([metrics[k] for k in keys], device=self.device))
+        return {k: v / self.world for k, v in zip(keys, values.tolist())}
+
+    # ------------------------------------------------------------ the Learner of ppo_update
+
+    def minibatches(self):
+        """One epoch: shuffled minibatches of the rollout, each split into --grad-accum parts.
+
+        A process holds 1/world of every minibatch. Each part's loss (a mean over its tokens)
+        is weighted by its share of the minibatch's tokens over all parts and processes, so the
+        gradients accelerate averages are exactly those of one process on the whole minibatch.
+        """
+        c, batch = self.config, self.batch
+        size, local = len(batch["mask"]), c.mini_batch_size // self.world
+        micro = local // c.grad_accum
+        order = torch.randperm(size, generator=self.generator).to(self.device)
+        for start in range(0, size - local + 1, local):
+            minibatch = order[start : start + local]
+            parts = [
+                {key: value[idx] for key, value in batch.items()}
+                for idx in (minibatch[k * micro : (k + 1) * micro] for k in range(c.grad_accum))
+            ]
+            counts = [part["mask"].sum() for part in parts]
+            total = self.all_sum(torch.stack(counts).sum())
+            for part, count in zip(parts, counts):
+                part["weight"] = count * self.world / total.clamp(min=1.0)
+            yield parts
+
+    def evaluate(self, part: dict):
+        """New per-token log-probs and values (zero past each completion's end), entropy."""
+        p, m = self.prompt_len, part["mask"]
+        logits, values = self.forward(
+            self.model, part["input_ids"], part["attention_mask"], p, part.get("hidden")
+        )
+        logprobs = token_logprobs(logits, part["input_ids"][:, p:]) * m
+        with torch.no_grad():  # logged, not trained on
+            entropy = masked_entropy(logits, m)
+        return logprobs, values.float() * m, entropy
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def backward(self, loss: torch.Tensor, sync: bool) -> None:
+        # Gradients are averaged across processes only on a minibatch's last part.
+        with contextlib.nullcontext() if sync else self.accelerator.no_sync(self.model):
+            self.accelerator.backward(loss)
+
+    def step(self) -> None:
+        if self.config.max_grad_norm > 0:
+            self.accelerator.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
+        self.optimizer.step()
 
     # ------------------------------------------------------------ checkpoints
 
@@ -442,8 +547,10 @@ class LMPPOAgent:
             "trainable": self.trainable_state(),
             "optimizer": self.optimizer.state_dict(),
             "kl_coef": self.kl.coef,
+            "scores": self.scores.state_dict(),
             "generator": self.generator.get_state(),
             "iterations": self.iterations,
+            "processes": self.world,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -457,12 +564,14 @@ class LMPPOAgent:
             raise ValueError(f"checkpoint lacks {len(missing)} trainable tensors")
         self.optimizer.load_state_dict(state["optimizer"])
         self.kl.coef = float(state["kl_coef"])
+        self.scores.load_state_dict(state["scores"])
         self.generator.set_state(state["generator"])
         self.iterations = int(state["iterations"])
 
 
-def make_agent(config: Config, pretrained, tokenizer, seed: int) -> LMPPOAgent:
-    """The agent around a loaded causal LM: value head, reference copy, LoRA, accelerator."""
+def make_agent(config: Config, pretrained, tokenizer, seed: int, train: bool = True) -> LMPPOAgent:
+    """The agent around a loaded causal LM: value head, reference copy, LoRA, accelerator
+    (`train=False`: an agent that only samples and evaluates, its model left unwrapped)."""
     import copy
 
     from accelerate import Accelerator
@@ -490,4 +599,5 @@ def make_agent(config: Config, pretrained, tokenizer, seed: int) -> LMPPOAgent:
     model = CausalLMWithValueHead(pretrained, hidden_size(pretrained.config))
     if config.trainable_layers:
         freeze_lower_layers(model, config.trainable_layers)
-    return LMPPOAgent(config, model, reference, tokenizer, Accelerator(), seed)
+    distributed.state()  # joins a launch's processes first (on CPUs too, see there)
+    return LMPPOAgent(config, model, reference, tokenizer, Accelerator(), seed, train)

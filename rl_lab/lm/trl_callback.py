@@ -78,7 +78,7 @@ class TRLBridge(TrainerCallback):
             run.episodes += 1
             for callback in self.callbacks:
                 callback.on_episode_end(run, reward, 1)
-        if scored:
+        if scored and self.board is not None:  # None on all but the main process
             self.board.samples = sample_lines(scored[:3])
         for callback in self.callbacks:
             callback.on_step(run)

@@ -12,7 +12,8 @@ exactly as for PPO runs, so the numbers compare. TRL keeps its own frozen refere
 
 `--total-steps` counts TRL optimizer steps and `--num-envs` the completions per step (prompts x
 `--num-generations`). TRL checkpoints are not kept, so `--resume` is refused; `eval RUN_DIR`
-re-evaluates the saved `model/`. One process: `accelerate launch` is for `ppo sentiment`.
+re-evaluates the saved `model/`. Under `accelerate launch` TRL's trainer spreads each step over
+the processes itself; the run directory rules are LM PPO's (main process writes).
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from envs.text import scored_texts
 from rl_lab.config import RunConfig, option
 from rl_lab.errors import UserError
 from rl_lab.experiment import interrupted
-from rl_lab.lm import ppo
+from rl_lab.lm import distributed, ppo
 from rl_lab.lm.experiment import Experiment as LMExperiment
-from rl_lab.lm.experiment import LMEvaluator, load_text_task, require_one_process
+from rl_lab.lm.experiment import LMEvaluator, load_text_task
 from rl_lab.loop import RunContext
 from rl_lab.runner import EVAL_SEED_OFFSET, read_run_config
 
@@ -116,10 +117,12 @@ class TRLExperiment(LMExperiment):
         self.run_config, self.config, self.run_dir = run_config, algo_config, Path(run_dir)
         self.steps_name = f"{spec.name.upper()} steps"
         c, rc = algo_config, run_config
-        require_one_process(spec.name)
+        # TRL shards each step's completions over the processes of a launch itself.
+        self.world = distributed.world()
         for flag, value in (
             ("--num-generations", c.num_generations),
             ("--grad-accum", c.grad_accum),
+            (f"{self.world} processes x --grad-accum", self.world * c.grad_accum),
         ):
             if rc.num_envs % value:
                 raise UserError(
@@ -145,7 +148,7 @@ class TRLExperiment(LMExperiment):
             trainable_layers=c.trainable_layers,
             threads=c.threads,
         )
-        self.agent = ppo.make_agent(evaluation, pretrained, self.tokenizer, rc.seed)
+        self.agent = ppo.make_agent(evaluation, pretrained, self.tokenizer, rc.seed, train=False)
         self.per_iteration = rc.num_envs
         self.run = RunContext(
             self.agent,
@@ -157,6 +160,10 @@ class TRLExperiment(LMExperiment):
         )
         self.eval_seed = rc.seed + EVAL_SEED_OFFSET
         self.trl_config = self.build_trl_config()  # TRL's own checks, before anything is written
+
+    def completions_done(self) -> int:
+        """Completions sampled so far by all processes (TRL's step counts are global)."""
+        return self.run.env_steps
 
     def completions(self, steps: int) -> int:
         """Completions sampled by optimizer step `steps` (each batch serves num_iterations)."""
@@ -173,7 +180,7 @@ class TRLExperiment(LMExperiment):
             return config_cls(
                 output_dir=str(self.run_dir / "trl"),
                 max_steps=rc.total_steps,
-                per_device_train_batch_size=rc.num_envs // c.grad_accum,
+                per_device_train_batch_size=rc.num_envs // (c.grad_accum * self.world),
                 gradient_accumulation_steps=c.grad_accum,
                 num_generations=c.num_generations,
                 max_completion_length=c.max_new_tokens,
@@ -196,6 +203,9 @@ class TRLExperiment(LMExperiment):
                 report_to="none",
                 disable_tqdm=True,
                 dataloader_pin_memory=False,
+                # The processes as rl_lab.lm.distributed set them up (on CPUs too), not anew.
+                accelerator_config={"use_configured_state": True},
+                ddp_find_unused_parameters=False,  # every trainable parameter is used
                 **c.trl_args(),
             )
         except ValueError as error:
@@ -232,7 +242,7 @@ class TRLExperiment(LMExperiment):
 
     # ------------------------------------------------------------ training
 
-    def train(self, dashboard: bool = True) -> int:
+    def train_and_evaluate(self, dashboard: bool) -> int:
         from datasets import Dataset
         from transformers import PrinterCallback, ProgressCallback
 
@@ -243,14 +253,15 @@ class TRLExperiment(LMExperiment):
 
         rc, run = self.run_config, self.run
         before = self.evaluate_before()
-        board = Dashboard(live=None if dashboard else False, unit="completions")
-        logger = MetricLogger(self.run_dir)
         scorer = TaskReward(self.reward, self.config.score_prompt)
-        callbacks = [
-            board,
-            logger,
-            LMEvaluator(self.evaluate, rc.eval_interval * rc.num_envs, logger, board),
-        ]
+        interval = rc.eval_interval * rc.num_envs
+        if distributed.is_main():
+            board = Dashboard(live=None if dashboard else False, unit="completions")
+            logger = MetricLogger(self.run_dir)
+            callbacks = [board, logger, LMEvaluator(self.evaluate, interval, logger, board)]
+        else:  # the other processes train and take their share of evaluations, silently
+            board = None
+            callbacks = [LMEvaluator(self.evaluate, interval, None, None)]
         bridge = TRLBridge(run, callbacks, board, scorer, self.completions, self.config.beta)
         _, trainer_cls = self.module.trainer_classes()
         with quiet_transformers():
@@ -273,10 +284,13 @@ class TRLExperiment(LMExperiment):
             run.interrupted, run.stop_reason = True, "interrupted"
         finally:
             bridge.close()
-            board.close()
+            if board is not None:
+                board.close()
             with contextlib.suppress(OSError):  # TRL's output dir, empty without checkpoints
                 (self.run_dir / "trl").rmdir()
         if run.interrupted:
+            if not distributed.is_main():
+                return 130
             return interrupted(self.run_dir, f"after {run.updates} {self.steps_name}", False)
         run.stop_reason = "budget" if run.updates >= rc.total_steps else "stopped"
         self.model.eval()
