@@ -324,7 +324,9 @@ def load_text_task(c, rc: RunConfig):
     from rl_lab.lm.assets import load_policy, quiet_transformers
     from rl_lab.lm.prompts import load_prompts
     from rl_lab.lm.rewards import build_reward
+    from rl_lab.lm.setup import prepare
 
+    prepare(c.policy, c.reward, reviews=not c.prompts)  # what is missing, once, in the cache
     with quiet_transformers():
         pretrained, tokenizer = load_policy(c.policy)
         reward = build_reward(c.reward)
