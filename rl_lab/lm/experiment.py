@@ -61,6 +61,20 @@ class LMEvaluator(Callback):
         self.evaluate = evaluate
         self.logger, self.board = logger, board
         self.schedule = Every(interval)
+        self.start: dict | None = None
+
+    def show(self, run: RunContext, metrics: dict, at_start: bool = False) -> None:
+        """Held-out metrics on the dashboard: the starting model's, then start -> latest."""
+        run.last_eval = metrics["mean_reward"]
+        run.best_eval = max(metrics["mean_reward"], run.best_eval or -float("inf"))
+        if at_start or self.start is None:
+            self.start = metrics
+        rows = {}
+        for key, label in (("positive_fraction", "positive"), ("mean_reward", "reward")):
+            rows[f"held-out {label}"] = f"{self.start[key]:.2f} → {metrics[key]:.2f}"
+        rows["held-out KL"] = f"{metrics['kl']:.2f}"
+        rows["evaluated at"] = f"{run.env_steps:,} completions"
+        self.board.eval_rows = rows
 
     def on_train_start(self, run: RunContext) -> None:
         self.schedule.start(run.env_steps)
@@ -71,8 +85,7 @@ class LMEvaluator(Callback):
         started = time.perf_counter()
         result = self.evaluate()
         run.timers["eval"] += time.perf_counter() - started
-        run.last_eval = result.mean_return
-        run.best_eval = max(result.mean_return, run.best_eval or -float("inf"))
+        self.show(run, result.metrics)
         run.latest.update({f"eval/{key}": value for key, value in result.metrics.items()})
         for key, value in result.metrics.items():
             self.logger.record(f"eval/{key}", value)
@@ -181,11 +194,13 @@ class Experiment:
         before = self.evaluate_before()
         board = Dashboard(live=None if dashboard else False, unit="completions")
         logger = MetricLogger(self.run_dir)
+        evaluator = LMEvaluator(self.evaluate, rc.eval_interval * n, logger, board)
+        evaluator.show(run, before, at_start=True)
         callbacks = [
             board,
             logger,
             SampleFeed(board),
-            LMEvaluator(self.evaluate, rc.eval_interval * n, logger, board),
+            evaluator,
             Checkpointer(self.run_dir, rc.checkpoint_interval * n),
         ]
         try:
@@ -248,7 +263,7 @@ class Experiment:
 
     def write_results(self, before: dict, after: dict) -> None:
         from rl_lab.logging import read_metrics
-        from rl_lab.report import write_curve
+        from rl_lab.report import write_lm_curve
 
         run = self.run
         metrics = lambda result: {k: v for k, v in result.items() if k != "samples"}  # noqa: E731
@@ -261,6 +276,7 @@ class Experiment:
             "stop_reason": run.stop_reason,
             "timers": run.timers,
             "eval_seed": self.eval_seed,
+            "reward_model": reward_model_card(self.config.reward),
             "samples": {
                 "before": before["samples"][:SAMPLE_ROWS],
                 "after": after["samples"][:SAMPLE_ROWS],
@@ -270,7 +286,7 @@ class Experiment:
             self.run_dir / "eval.json", json.dumps(report, indent=2) + "\n"
         )
         rows = read_metrics(self.run_dir / "metrics.jsonl")
-        write_curve(self.run_dir / "curve.png", rows, run.title, None)
+        write_lm_curve(self.run_dir / "curve.png", rows, run.title, before, after)
         config = json.loads((self.run_dir / "config.json").read_text())
         checkpoint.atomic_write_text(
             self.run_dir / "summary.md",
@@ -366,6 +382,32 @@ def check_context(
         )
 
 
+def reward_model_card(reward: str) -> dict | None:
+    """The default reward model's card (how it was trained and how well it scores held-out
+    reviews), None for other rewards."""
+    from rl_lab.lm.assets import read_card, reward_model_dir
+    from rl_lab.lm.setup import DEFAULT_REWARDS
+
+    return read_card(reward_model_dir()) if reward in DEFAULT_REWARDS else None
+
+
+def reward_model_lines(card: dict | None) -> list[str]:
+    """summary.md's section on the default reward model, from its card."""
+    if not card:
+        return []
+    return [
+        "## Reward model",
+        "",
+        f"Held-out accuracy **{card.get('accuracy', float('nan')):.3f}** on "
+        f"{card.get('held_out', '?')}. Trained on {card.get('train_examples', '?')} "
+        f"{card.get('train_data', '?')}; {card.get('steps', '?')} steps in "
+        f"{card.get('seconds', float('nan')):.0f} s ({card.get('cpu_seconds', float('nan')):.0f} "
+        f"CPU s, load average {card.get('load_average', float('nan')):.1f}). Base: "
+        f"{card.get('base', '?')}; settings: `{json.dumps(card.get('config', {}))}`.",
+        "",
+    ]
+
+
 def summary_markdown(
     title: str,
     report: dict,
@@ -407,8 +449,9 @@ def summary_markdown(
         + ("`checkpoints/`, " if checkpoints else "")
         + "`eval.json`, `model/` (save_pretrained), `curve.png`.",
         "",
-        "![reward per completion](curve.png)",
+        "![reward per iteration, KL, held-out evaluations](curve.png)",
         "",
+        *reward_model_lines(report.get("reward_model")),
         "## Config",
         "",
         "```json",

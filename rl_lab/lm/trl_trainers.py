@@ -243,11 +243,9 @@ class TRLExperiment(LMExperiment):
         board = Dashboard(live=None if dashboard else False, unit="completions")
         logger = MetricLogger(self.run_dir)
         scorer = TaskReward(self.reward, self.config.score_prompt)
-        callbacks = [
-            board,
-            logger,
-            LMEvaluator(self.evaluate, rc.eval_interval * rc.num_envs, logger, board),
-        ]
+        evaluator = LMEvaluator(self.evaluate, rc.eval_interval * rc.num_envs, logger, board)
+        evaluator.show(run, before, at_start=True)
+        callbacks = [board, logger, evaluator]
         bridge = TRLBridge(run, callbacks, board, scorer, self.completions, self.config.beta)
         _, trainer_cls = self.module.trainer_classes()
         with quiet_transformers():
