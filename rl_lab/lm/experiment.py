@@ -65,10 +65,11 @@ class LMEvaluator(Callback):
 
     def show(self, run: RunContext, metrics: dict, at_start: bool = False) -> None:
         """Held-out metrics on the dashboard: the starting model's, then start -> latest."""
-        run.last_eval = metrics["mean_reward"]
-        run.best_eval = max(metrics["mean_reward"], run.best_eval or -float("inf"))
         if at_start or self.start is None:
             self.start = metrics
+        if not at_start or run.last_eval is None:  # a resumed run keeps its latest evaluation
+            run.last_eval = metrics["mean_reward"]
+            run.best_eval = max(metrics["mean_reward"], run.best_eval or -float("inf"))
         rows = {}
         for key, label in (("positive_fraction", "positive"), ("mean_reward", "reward")):
             rows[f"held-out {label}"] = f"{self.start[key]:.2f} → {metrics[key]:.2f}"
