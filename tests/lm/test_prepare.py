@@ -20,24 +20,33 @@ from rl_lab.lm import assets
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def start_preparation(target: Path, count: Path, sleep: float, started: Path | None = None):
-    """A separate process that prepares target with a slow build counting its calls."""
+def start_preparation(target: Path, count: Path, tmp_path: Path, hold: bool = False):
+    """A separate process that prepares target with a build counting its calls. It touches
+    `started` once it holds the lock and, with `hold`, builds until another process waits;
+    while waiting for the lock it touches `waiting`."""
     code = textwrap.dedent(
         f"""
         import time
         from pathlib import Path
         from rl_lab.lm import assets
 
+        flags = Path({str(tmp_path)!r})
+
         def build(tmp):
-            {f"Path({str(started)!r}).write_text('x')" if started else "pass"}
+            (flags / "started").write_text("x")
             with open({str(count)!r}, "a") as f:
                 f.write("built\\n")
             (tmp / "weights.bin").write_text("w")
-            time.sleep({sleep})
+            deadline = time.monotonic() + 120
+            while {hold} and not (flags / "waiting").exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
             return {{"what": "test"}}
 
-        built = assets.prepare_dir(Path({str(target)!r}), build,
-                                   on_wait=lambda: print("waiting", flush=True))
+        def on_wait():
+            print("waiting", flush=True)
+            (flags / "waiting").write_text("x")
+
+        built = assets.prepare_dir(Path({str(target)!r}), build, on_wait=on_wait)
         print("built" if built else "reused", flush=True)
         """
     )
@@ -47,14 +56,21 @@ def start_preparation(target: Path, count: Path, sleep: float, started: Path | N
     )
 
 
+def wait_for(path: Path) -> None:
+    deadline = time.monotonic() + 120
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def test_two_preparations_at_once_build_once(tmp_path):
     target, count = tmp_path / "cache" / "asset", tmp_path / "count"
-    first = start_preparation(target, count, sleep=1.0, started=tmp_path / "started")
-    deadline = time.monotonic() + 30
-    while not (tmp_path / "started").exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    second = start_preparation(target, count, sleep=0.0)
-    outputs = [first.communicate(timeout=60)[0].split(), second.communicate(timeout=60)[0].split()]
+    first = start_preparation(target, count, tmp_path, hold=True)
+    wait_for(tmp_path / "started")  # the first holds the lock, and builds until the second waits
+    second = start_preparation(target, count, tmp_path)
+    outputs = [
+        first.communicate(timeout=180)[0].split(),
+        second.communicate(timeout=180)[0].split(),
+    ]
     assert first.returncode == second.returncode == 0
     assert outputs == [["built"], ["waiting", "reused"]]
     assert count.read_text() == "built\n"
@@ -64,21 +80,18 @@ def test_two_preparations_at_once_build_once(tmp_path):
 
 
 def test_a_preparation_killed_half_way_is_redone(tmp_path):
-    target, count = tmp_path / "asset", tmp_path / "count"
-    started = tmp_path / "started"
-    process = start_preparation(target, count, sleep=60.0, started=started)
-    deadline = time.monotonic() + 30
-    while not started.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    target, count = tmp_path / "cache" / "asset", tmp_path / "count"
+    process = start_preparation(target, count, tmp_path, hold=True)  # nobody waits: it holds on
+    wait_for(tmp_path / "started")
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
     assert not target.exists()  # the half-built dir never took the final name
-    assert any(p.name.startswith(".asset.tmp-") for p in tmp_path.iterdir())
+    assert any(p.name.startswith(".asset.tmp-") for p in target.parent.iterdir())
 
     # The dead holder's lock is gone with it: this one builds at once, and sweeps the leftovers.
     built = assets.prepare_dir(target, lambda tmp: (tmp / "weights.bin").write_text("new") and {})
     assert built and (target / "weights.bin").read_text() == "new"
-    assert not any(".tmp-" in p.name for p in tmp_path.iterdir())
+    assert not any(".tmp-" in p.name for p in target.parent.iterdir())
 
 
 def test_a_dir_without_completion_marker_is_rebuilt_and_a_failed_build_leaves_nothing(tmp_path):
