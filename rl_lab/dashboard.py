@@ -77,6 +77,9 @@ class Dashboard(Callback):
         self.live: Live | None = None
         self.last_draw = 0.0
         self.samples: list[str] = []  # a few live lines (LM runs show completions here)
+        # Named evaluation figures beyond the mean return (LM runs: held-out POSITIVE fraction,
+        # reward, KL), shown under "last eval" and in the plain evaluation lines.
+        self.eval_rows: dict[str, str] = {}
 
     # ---------------------------------------------------------- callback hooks
 
@@ -112,11 +115,14 @@ class Dashboard(Callback):
 
     def on_eval(self, run: RunContext, result) -> None:
         if self.live is None:
+            rows = self.eval_rows.items()
+            extra = "".join(f", {name} {value}" for name, value in rows if name != "evaluated at")
             self.console.print(
                 f"eval at {run.env_steps:,} {self.unit}: mean return "
                 f"{result.mean_return:.2f} ± {result.std_return:.2f} over "
-                f"{result.episodes} episodes",
+                f"{result.episodes} episodes{extra}",
                 highlight=False,
+                soft_wrap=True,
             )
 
     def on_train_end(self, run: RunContext) -> None:
@@ -168,6 +174,8 @@ class Dashboard(Callback):
         stats.add_row("mean return (100)", fmt(self.mean_recent()))
         stats.add_row("best eval", fmt(run.best_eval))
         stats.add_row("last eval", fmt(run.last_eval))
+        for name, value in self.eval_rows.items():
+            stats.add_row(name, value)
         for key in sorted(latest):
             if key.startswith(("charts/", "losses/")):
                 stats.add_row(key.split("/", 1)[1].replace("_", " "), fmt(latest[key], 4))

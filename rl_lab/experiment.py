@@ -14,6 +14,7 @@ results with `write_results` below and ends an interrupted run through `interrup
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -41,13 +42,23 @@ class Experiment(Protocol):
 
 
 def write_results(
-    run_dir: Path, report: dict, rows: list[dict], title: str, solved_at, summary: str
+    run_dir: Path,
+    report: dict,
+    rows: list[dict],
+    title: str,
+    solved_at,
+    summary: str,
+    curve: Callable[[Path, list[dict]], None] | None = None,
 ) -> None:
-    """The results every run leaves: eval.json, curve.png (from metrics rows), summary.md."""
+    """The results every run leaves: eval.json, curve.png (from metrics rows; `curve` draws it
+    where episode returns are not the story, as for LM runs), summary.md."""
     from rl_lab.report import write_curve
 
     atomic_write_text(run_dir / "eval.json", json.dumps(report, indent=2) + "\n")
-    write_curve(run_dir / "curve.png", rows, title, solved_at)
+    if curve is None:
+        write_curve(run_dir / "curve.png", rows, title, solved_at)
+    else:
+        curve(run_dir / "curve.png", rows)
     atomic_write_text(run_dir / "summary.md", summary)
 
 

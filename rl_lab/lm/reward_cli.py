@@ -13,7 +13,8 @@ from pathlib import Path
 
 from rl_lab.errors import UserError
 from rl_lab.lm.assets import reward_model_dir
-from rl_lab.lm.reward_model import RewardModelConfig
+from rl_lab.lm.reward_model import CARD_FILE, RewardModelConfig
+from rl_lab.lm.setup import installed_version
 from rl_lab.runner import build_configs, check_writable
 
 Config = RewardModelConfig
@@ -50,18 +51,32 @@ class Experiment:
         )
 
     def train(self, dashboard: bool = True) -> int:
+        from rl_lab.lm.progress import PrepProgress
         from rl_lab.lm.reward_model import train_reward_model
+        from rl_lab.lm.setup import REWARD_MODEL_PACKAGES, WAITING, install_packages
 
-        metrics = train_reward_model(self.config, self.out_dir)
+        progress = PrepProgress(live=None if dashboard else False)
+        missing = [name for name in REWARD_MODEL_PACKAGES if installed_version(name) is None]
+        if missing:
+            install_packages(missing, progress)
+        c = self.config
+        with progress.stage(f"train the reward model into {self.out_dir}", c.steps) as stage:
+            card = train_reward_model(
+                c,
+                self.out_dir,
+                log=stage.note,
+                on_step=lambda loss: stage.advance(1, f"loss {loss:.3f}"),
+                on_wait=lambda: stage.note(WAITING),
+            )
         print(
-            f"reward model: held-out accuracy {metrics['accuracy']:.3f} "
-            f"({metrics['seconds']:.0f} s); saved to {self.out_dir}"
+            f"reward model: held-out accuracy {card['accuracy']:.3f} "
+            f"({card['seconds']:.0f} s, {card['cpu_seconds']:.0f} CPU s); saved to {self.out_dir}"
         )
         return 0
 
     @staticmethod
     def evaluate_run_dir(run_dir, episodes, seed, video) -> None:
-        path = Path(run_dir) / "metrics.json"
+        path = Path(run_dir) / CARD_FILE
         if not path.is_file():
-            raise UserError(f"{run_dir} holds no trained reward model (no metrics.json)")
+            raise UserError(f"{run_dir} holds no trained reward model (no {CARD_FILE})")
         print(json.dumps(json.loads(path.read_text()), indent=2))

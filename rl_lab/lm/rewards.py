@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from rl_lab.errors import UserError
-from rl_lab.lm.assets import first_line, reward_model_dir
+from rl_lab.lm.assets import first_line, is_complete, reward_model_dir
 
 POSITIVE_NAMES = ("POSITIVE", "POS")
 TRAIN_COMMAND = "python -m rl_lab.run reward sentiment"
@@ -124,8 +124,10 @@ def build_reward(name: str = "default", device: str = "cpu") -> Reward:
     """'default'/'model': our trained MiniLM; 'vader'; else a classifier dir or hub id."""
     if name in ("default", "model"):
         folder = reward_model_dir()
-        if not (folder / "config.json").is_file():
-            raise UserError(f"no trained reward model in {folder}; train it with `{TRAIN_COMMAND}`")
+        if not is_complete(folder):
+            raise UserError(
+                f"no finished reward model in {folder}; train it with `{TRAIN_COMMAND}`"
+            )
         return ClassifierReward(str(folder), device=device)
     if name == "vader":
         return VaderReward()

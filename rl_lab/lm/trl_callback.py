@@ -6,12 +6,15 @@ Imported only when a TRL run trains (it imports transformers).
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from transformers import TrainerCallback
 
+from rl_lab.checkpoint import atomic_write_text
 from rl_lab.lm.experiment import sample_lines
 from rl_lab.loop import Callback, RunContext
 
@@ -54,9 +57,10 @@ class TRLBridge(TrainerCallback):
         scorer,
         completions: Callable[[int], int],
         kl_coef: float,
+        run_state_file: str,
     ):
         self.run, self.callbacks, self.board, self.scorer = run, callbacks, board, scorer
-        self.completions, self.kl_coef = completions, kl_coef
+        self.completions, self.kl_coef, self.run_state_file = completions, kl_coef, run_state_file
         self.step_started = time.perf_counter()
         self.window = (time.perf_counter(), run.env_steps, run.updates)
         self.closed = False
@@ -101,6 +105,12 @@ class TRLBridge(TrainerCallback):
         run.latest.update(metrics)
         for callback in self.callbacks:
             callback.on_log(run, dict(run.latest) if new_steps else metrics)
+
+    def on_save(self, args, state, control, **kwargs):
+        """Our counters into the checkpoint TRL has just written: a resume restores them, and
+        their presence says the checkpoint is complete."""
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        atomic_write_text(folder / self.run_state_file, json.dumps(self.run.counters()) + "\n")
 
     def on_train_end(self, args, state, control, **kwargs):
         self.close()

@@ -49,6 +49,7 @@ PRESETS = {
             "num_envs": 16,
             "eval_episodes": 128,
             "eval_interval": 0,
+            "checkpoint_interval": 10,
             "log_interval": 1,
         },
         "algo": {"trainable_layers": 8, "lr": 1e-4, "num_generations": 4, "beta": 0.05},

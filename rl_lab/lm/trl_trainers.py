@@ -11,15 +11,19 @@ it): sampling, KL to a frozen copy of the starting model, perplexity and diversi
 exactly as for PPO runs, so the numbers compare. TRL keeps its own frozen reference for `--beta`.
 
 `--total-steps` counts TRL optimizer steps and `--num-envs` the completions per step (prompts x
-`--num-generations`). TRL checkpoints are not kept, so `--resume` is refused; `eval RUN_DIR`
-re-evaluates the saved `model/`. Under `accelerate launch` TRL's trainer spreads each step over
-the processes itself; the run directory rules are LM PPO's (main process writes).
+`--num-generations`). TRL saves its checkpoints (model, optimizer, RNG) every
+`--checkpoint-interval` steps into the run's `checkpoints/`, with our run counters beside them;
+`--resume` continues from the latest complete one with TRL's `resume_from_checkpoint`, keeps the
+starting model's evaluation and trims metrics.jsonl to the checkpoint, as `ppo` does. `eval
+RUN_DIR` re-evaluates the saved `model/`. Under `accelerate
+launch` TRL's trainer spreads each step over the processes itself; the run directory rules are
+LM PPO's (the main process writes).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,12 +33,14 @@ import numpy as np
 from envs.text import scored_texts
 from rl_lab.config import RunConfig, option
 from rl_lab.errors import UserError
-from rl_lab.experiment import interrupted
 from rl_lab.lm import distributed, ppo
 from rl_lab.lm.experiment import Experiment as LMExperiment
 from rl_lab.lm.experiment import LMEvaluator, load_text_task
 from rl_lab.loop import RunContext
-from rl_lab.runner import EVAL_SEED_OFFSET, read_run_config
+from rl_lab.runner import EVAL_SEED_OFFSET, check_resume, keep_metrics_until, read_run_config
+
+CHECKPOINTS = "checkpoints"  # TRL's checkpoint-N folders, inside the run directory
+RUN_STATE = "rl_lab_run.json"  # our run counters, written after TRL's save: marks it complete
 
 _PPO_FIELDS = {spec.name: spec for spec in dataclasses.fields(ppo.Config)}
 
@@ -159,6 +165,7 @@ class TRLExperiment(LMExperiment):
             title=f"{spec.name} · {task.name} · {c.policy} · seed {rc.seed}",
         )
         self.eval_seed = rc.seed + EVAL_SEED_OFFSET
+        self.resume_from: Path | None = None  # a TRL checkpoint folder, set by resume()
         self.trl_config = self.build_trl_config()  # TRL's own checks, before anything is written
 
     def completions_done(self) -> int:
@@ -178,7 +185,7 @@ class TRLExperiment(LMExperiment):
         checkpointing = "activation_checkpointing" if new_name else "gradient_checkpointing"
         try:
             return config_cls(
-                output_dir=str(self.run_dir / "trl"),
+                output_dir=str(self.run_dir / CHECKPOINTS),
                 max_steps=rc.total_steps,
                 per_device_train_batch_size=rc.num_envs // (c.grad_accum * self.world),
                 gradient_accumulation_steps=c.grad_accum,
@@ -199,7 +206,9 @@ class TRLExperiment(LMExperiment):
                 bf16=False,  # TRL's default is bf16 autocast, even on CPU
                 seed=rc.seed,
                 logging_steps=rc.log_interval,
-                save_strategy="no",
+                save_strategy="steps",
+                save_steps=rc.checkpoint_interval,
+                save_total_limit=2,  # the newest may lack our marker if a kill came mid-save
                 report_to="none",
                 disable_tqdm=True,
                 dataloader_pin_memory=False,
@@ -215,10 +224,19 @@ class TRLExperiment(LMExperiment):
 
     @classmethod
     def resume(cls, run_dir, spec, task, module, run_flags, algo_flags):
-        read_run_config(run_dir)  # a missing or corrupt run directory says so first
-        raise UserError(
-            f"--resume is not supported for TRL-backed trainers ({spec.name}): start a new run"
-        )
+        """The run rebuilt from config.json, set to continue from its latest TRL checkpoint."""
+        check_resume(run_dir, spec, task, run_flags, algo_flags)
+        folder = latest_checkpoint(Path(run_dir))
+        if folder is None:
+            raise UserError(
+                f"{run_dir} has no complete checkpoint yet (TRL saves one every "
+                "--checkpoint-interval steps): start a new run"
+            )
+        experiment = cls.build_saved(run_dir, run_flags)
+        experiment.run.restore_counters(json.loads((folder / RUN_STATE).read_text()))
+        keep_metrics_until(Path(run_dir) / "metrics.jsonl", experiment.run.env_steps)
+        experiment.resume_from = folder
+        return experiment
 
     @classmethod
     def load(cls, run_dir, run_flags: dict | None = None) -> TRLExperiment:
@@ -231,8 +249,8 @@ class TRLExperiment(LMExperiment):
         tuned = Path(run_dir) / "model"
         if not (tuned / "config.json").is_file():
             raise UserError(
-                f"{run_dir} has no model/ (the run did not finish, and TRL runs keep no "
-                "checkpoints): start a new run"
+                f"{run_dir} has no model/ (the run did not finish): continue it with "
+                f"`python -m rl_lab.run --resume {run_dir}`"
             )
         experiment = cls.build_saved(run_dir, run_flags)
         with quiet_transformers():
@@ -258,11 +276,15 @@ class TRLExperiment(LMExperiment):
         if distributed.is_main():
             board = Dashboard(live=None if dashboard else False, unit="completions")
             logger = MetricLogger(self.run_dir)
-            callbacks = [board, logger, LMEvaluator(self.evaluate, interval, logger, board)]
+            evaluator = LMEvaluator(self.evaluate, interval, logger, board)
+            evaluator.show(run, before, at_start=True)
+            callbacks = [board, logger, evaluator]
         else:  # the other processes train and take their share of evaluations, silently
             board = None
             callbacks = [LMEvaluator(self.evaluate, interval, None, None)]
-        bridge = TRLBridge(run, callbacks, board, scorer, self.completions, self.config.beta)
+        bridge = TRLBridge(
+            run, callbacks, board, scorer, self.completions, self.config.beta, RUN_STATE
+        )
         _, trainer_cls = self.module.trainer_classes()
         with quiet_transformers():
             trainer = trainer_cls(
@@ -279,19 +301,39 @@ class TRLExperiment(LMExperiment):
             with warnings.catch_warnings():
                 # TRL calls transformers names that transformers deprecates: not the user's to fix.
                 warnings.filterwarnings("ignore", ".*deprecated.*", FutureWarning)
-                trainer.train()
+                resume = str(self.resume_from) if self.resume_from else None
+                trainer.train(resume_from_checkpoint=resume)
         except KeyboardInterrupt:
             run.interrupted, run.stop_reason = True, "interrupted"
         finally:
             bridge.close()
             if board is not None:
                 board.close()
-            with contextlib.suppress(OSError):  # TRL's output dir, empty without checkpoints
-                (self.run_dir / "trl").rmdir()
         if run.interrupted:
             if not distributed.is_main():
                 return 130
-            return interrupted(self.run_dir, f"after {run.updates} {self.steps_name}", False)
+            folder = latest_checkpoint(self.run_dir)
+            saved = folder.name.split("-")[-1] if folder else None
+            print(
+                f"interrupted after {run.updates} {self.steps_name}; "
+                + (
+                    f"continue from the checkpoint of step {saved} with "
+                    f"`python -m rl_lab.run --resume {self.run_dir}`"
+                    if saved
+                    else "no checkpoint was saved yet (see --checkpoint-interval): start a new run"
+                )
+            )
+            return 130
         run.stop_reason = "budget" if run.updates >= rc.total_steps else "stopped"
         self.model.eval()
         return self.finish(before)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest TRL checkpoint of a run that TRL finished writing (our marker is in it)."""
+    done = [
+        folder
+        for folder in (run_dir / CHECKPOINTS).glob("checkpoint-*")
+        if (folder / RUN_STATE).is_file() and folder.name.split("-")[-1].isdigit()
+    ]
+    return max(done, key=lambda folder: int(folder.name.split("-")[-1]), default=None)

@@ -110,6 +110,11 @@ def write_gguf(model, path: Path) -> None:
     writer.close()
 
 
+def files(folder: Path) -> list[str]:
+    """What is in folder, less the cache's lock files."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock"))
+
+
 @pytest.mark.parametrize("tied", [True, False])
 def test_gguf_conversion_round_trips(tmp_path, tied):
     original = tiny_llama(tied)
@@ -118,7 +123,7 @@ def test_gguf_conversion_round_trips(tmp_path, tied):
     out = assets.convert_gguf_to_safetensors(gguf_path, tmp_path / "converted")
 
     assert (out / "model.safetensors").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["converted", "tiny.gguf"]  # no temp dirs
+    assert files(tmp_path) == ["converted", "tiny.gguf"]  # no temp dirs
     assert "quantization_config" not in (out / "config.json").read_text()
 
     model, tokenizer = assets.load_policy(str(out))
@@ -144,7 +149,7 @@ def test_conversion_replaces_an_existing_dir(tmp_path):
     (out / "stale.txt").write_text("old")
     assets.convert_gguf_to_safetensors(gguf_path, out)
     assert not (out / "stale.txt").exists() and (out / "config.json").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["converted", "tiny.gguf"]
+    assert files(tmp_path) == ["converted", "tiny.gguf"]
 
 
 def test_missing_gguf_is_a_user_error(tmp_path):
@@ -176,6 +181,9 @@ def test_resolve_policy(monkeypatch, tmp_path):
         assets.resolve_policy("smollm2")
     (assets.smollm2_dir()).mkdir(parents=True)
     (assets.smollm2_dir() / "config.json").write_text("{}")
+    with pytest.raises(UserError, match="no finished checkpoint"):  # not marked complete
+        assets.resolve_policy("smollm2")
+    (assets.smollm2_dir() / assets.COMPLETE).write_text("{}")
     assert assets.resolve_policy("smollm2") == str(assets.smollm2_dir())
     assert assets.resolve_policy(str(tmp_path)) == str(tmp_path)
     assert assets.resolve_policy("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"

@@ -113,10 +113,11 @@ def test_reward_model_training_end_to_end(monkeypatch, tmp_path):
     monkeypatch.setenv("RL_LAB_CACHE", str(tmp_path))
     cfg = RewardModelConfig(steps=2, batch_size=4, max_length=32, eval_examples=8)
     out = tmp_path / "reward-minilm-sentiment"
-    metrics = train_reward_model(cfg, out, log=lambda line: None)
-    assert set(metrics) == {"accuracy", "steps", "seconds"} and metrics["steps"] == 2
-    assert json.loads((out / "metrics.json").read_text())["accuracy"] == metrics["accuracy"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # no temp dirs left
+    card = train_reward_model(cfg, out, log=lambda line: None)
+    assert card["steps"] == 2 and card["train_examples"] == 8 and card["config"]["seed"] == 0
+    assert {"seconds", "cpu_seconds", "load_average", "held_out", "train_data"} <= set(card)
+    assert json.loads((out / "card.json").read_text())["accuracy"] == card["accuracy"]
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == [out.name]
 
     classify = transformers.pipeline("text-classification", model=str(out), device="cpu")
     assert classify("A great film.")[0]["label"] in {"POSITIVE", "NEGATIVE"}
@@ -130,6 +131,7 @@ def test_reward_model_training_end_to_end(monkeypatch, tmp_path):
         dict(lr=0.0),
         dict(lr=float("nan")),
         dict(max_length=4),
+        dict(eval_max_length=1000),
         dict(eval_examples=5000),
         dict(device="tpu"),
     ],

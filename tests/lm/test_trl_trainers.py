@@ -84,13 +84,15 @@ def test_cli_run_writes_a_run_directory_like_ppo(algo, policy_dir, tmp_path, cap
     assert report["before"]["kl"] == 0.0
     assert report["iterations"] == 2 and report["completions"] == 16
     summary = (run_dir / "summary.md").read_text()
-    assert f"2 {algo.upper()} steps" in summary and "checkpoints/" not in summary
+    assert f"2 {algo.upper()} steps" in summary and "checkpoints/" in summary
     logged = rows(run_dir)
     assert sum("charts/episodic_return" in row for row in logged) == 16
     steps = [row for row in logged if "charts/mean_reward" in row]
     assert {row["step"] for row in steps} == {8, 16}
     assert all("charts/kl" in row and "time/sps" in row for row in steps)
-    assert not (run_dir / "trl").exists()
+    # TRL saves at the end too (the interval is 10,000 steps), with our counters beside it.
+    assert [p.name for p in (run_dir / "checkpoints").glob("checkpoint-*")] == ["checkpoint-2"]
+    assert (run_dir / "checkpoints" / "checkpoint-2" / "rl_lab_run.json").is_file()
 
     # TRL trained the top block and the final norm only (--trainable-layers 1).
     start = tensors(AutoModelForCausalLM.from_pretrained(policy_dir))
@@ -105,9 +107,34 @@ def test_cli_run_writes_a_run_directory_like_ppo(algo, policy_dir, tmp_path, cap
     reeval = json.loads((run_dir / "reeval.json").read_text())
     assert reeval["prompts"] == 4 and reeval["kl"] != 0.0  # tuned weights vs the start
 
-    assert main(["--resume", str(run_dir), "--no-dashboard"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: --resume is not supported") and len(err.splitlines()) == 1
+
+def test_grpo_resumes_from_its_latest_complete_checkpoint(policy_dir, tmp_path, capsys, count_e):
+    from rl_lab.lm.trl_trainers import RUN_STATE
+
+    run_dir = tmp_path / "run"
+    extra = ["--total-steps", "3", "--checkpoint-interval", "2", "--trainable-layers", "1"]
+    assert main(args("grpo", policy_dir, run_dir, *extra)) == 0, capsys.readouterr().err
+    saved = sorted(p.name for p in (run_dir / "checkpoints").glob("checkpoint-*"))
+    assert saved == ["checkpoint-2", "checkpoint-3"]  # every 2 steps, and at the end
+    before = (run_dir / "eval_before.json").read_text()
+
+    # As if killed while TRL wrote step 3's checkpoint: without our marker it is not used.
+    (run_dir / "checkpoints" / "checkpoint-3" / RUN_STATE).unlink()
+    counters = json.loads((run_dir / "checkpoints" / "checkpoint-2" / RUN_STATE).read_text())
+    assert counters["updates"] == 2 and counters["env_steps"] == 16
+    capsys.readouterr()
+    assert main(["--resume", str(run_dir), "--total-steps", "4", "--no-dashboard"]) == 0
+    report = json.loads((run_dir / "eval.json").read_text())
+    assert report["iterations"] == 4 and report["completions"] == 32
+    assert (run_dir / "eval_before.json").read_text() == before  # the start is not re-evaluated
+    logged = rows(run_dir)
+    # Rows after the checkpoint (step 3's) were dropped and redone: each step once, in order.
+    assert [row["step"] for row in logged if "charts/mean_reward" in row] == [8, 16, 24, 32]
+    assert sum("charts/episodic_return" in row for row in logged) == 32
+    assert "checkpoints/" in (run_dir / "summary.md").read_text()
+
+    assert main(["--resume", str(run_dir), "--num-generations", "2", "--no-dashboard"]) == 2
+    assert "only --total-steps may change" in capsys.readouterr().err
 
 
 def test_grpo_raises_a_toy_reward(policy_dir, tmp_path, capsys, count_e):
