@@ -1,4 +1,4 @@
-"""Command line: `python -m rl_lab.run ALGO TASK [flags]`, `list`, `eval RUN_DIR`.
+"""Command line: `python -m rl_lab.run ALGO TASK [flags]`, `list`, `eval RUN_DIR`, `tune`.
 
 Examples:
   python -m rl_lab.run dqn cartpole
@@ -7,6 +7,7 @@ Examples:
   python -m rl_lab.run --resume runs/mine
   python -m rl_lab.run list
   python -m rl_lab.run eval runs/mine --episodes 50 --video
+  python -m rl_lab.run tune dqn cartpole --trials 20 --total-steps 20000 --workers 2
 
 A user mistake prints one line on stderr and exits with status 2.
 """
@@ -192,6 +193,13 @@ def cmd_train(argv: list[str]) -> int:
     parser.add_argument(
         "--no-dashboard", action="store_true", help="plain log lines instead of the live dashboard"
     )
+    parser.add_argument(
+        "--preset-file",
+        metavar="FILE",
+        default=None,
+        help='run a preset from a JSON file ({"run": {...}, "algo": {...}}, as `tune` '
+        "writes best_preset.json): its settings replace the preset's, flags override both",
+    )
     add_config_flags(parser, RunConfig, "run settings")
     add_config_flags(parser, algo_config_cls, f"{algo_name} settings")
     args = parser.parse_args(rest)
@@ -201,6 +209,14 @@ def cmd_train(argv: list[str]) -> int:
     # Text tasks bring their own Experiment (same interface); Gym tasks share runner's.
     Experiment = getattr(module, "Experiment", runner.Experiment)
     run_flags, algo_flags = given(args, RunConfig), given(args, algo_config_cls)
+    if args.preset_file:
+        if args.resume:
+            raise UserError("--resume continues with the saved config; drop --preset-file")
+        from rl_lab.presets import read_preset_file
+
+        from_file = read_preset_file(args.preset_file, RunConfig, algo_config_cls)
+        run_flags = {**from_file["run"], **run_flags}
+        algo_flags = {**from_file["algo"], **algo_flags}
     if args.resume:
         experiment = Experiment.resume(args.resume, spec, task, module, run_flags, algo_flags)
     else:
@@ -220,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_list()
         if argv[0] == "eval":
             return cmd_eval(argv[1:])
+        if argv[0] == "tune":
+            from rl_lab.tune import cmd_tune
+
+            return cmd_tune(argv[1:])
         return cmd_train(argv)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -198,7 +198,9 @@ class Experiment:
     def greedy_policy(self, obs: np.ndarray) -> np.ndarray:
         return self.agent.act(obs, explore=False)
 
-    def train(self, dashboard: bool = True) -> int:
+    def train(self, dashboard: bool = True, extra_callbacks: list[Callback] = ()) -> int:
+        """Train, evaluate, write the results; `extra_callbacks` also hear every evaluation
+        (tune's pruner)."""
         c, run = self.run_config, self.run
         eval_seed = c.seed + EVAL_SEED_OFFSET
         board = Dashboard(live=None if dashboard else False)
@@ -212,8 +214,14 @@ class Experiment:
             c.stop_when_solved,
             c.solved_patience,
         )
-        evaluator.callbacks = [board, logger]
-        callbacks = [board, logger, evaluator, Checkpointer(self.run_dir, c.checkpoint_interval)]
+        evaluator.callbacks = [board, logger, *extra_callbacks]
+        callbacks = [
+            board,
+            logger,
+            evaluator,
+            Checkpointer(self.run_dir, c.checkpoint_interval),
+            *extra_callbacks,
+        ]
         try:
             train(
                 self.agent,
