@@ -143,7 +143,6 @@ def make_pruner(plan: StudyPlan):
 
 def work(plan: StudyPlan, trials: int, worker: int) -> None:
     """One worker: run `trials` trials of the study (a process or a Ray task)."""
-    import optuna
     import torch
 
     torch.set_num_threads(1)
