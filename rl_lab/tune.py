@@ -227,6 +227,9 @@ def cmd_tune(argv: list[str]) -> int:
     if not search_space(import_algo(spec, task).Config):
         raise UserError(f"{spec.name} declares no search space: nothing to tune")
     out_dir = Path(args.out or Path("runs") / f"tune-{spec.name}-{task.name.replace('/', '_')}")
+    default_name = f"{spec.name}-{task.name}"
+    if args.storage:  # a bad URL is refused before anything is written
+        study_name = resolve_study_name(args.storage, args.study_name, default_name)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -234,11 +237,13 @@ def cmd_tune(argv: list[str]) -> int:
             f"cannot create {out_dir} ({error.strerror}): choose another --out"
         ) from None
     storage = args.storage or f"sqlite:///{(out_dir / 'study.db').resolve()}"
+    if not args.storage:
+        study_name = resolve_study_name(storage, args.study_name, default_name)
     plan = StudyPlan(
         spec.name,
         task.name,
         storage,
-        resolve_study_name(storage, args.study_name, f"{spec.name}-{task.name}"),
+        study_name,
         str(out_dir.resolve()),
         args.total_steps or build_run_config(spec, task).total_steps,
         args.seeds_per_trial,
