@@ -1,4 +1,5 @@
-"""Command line: `python -m rl_lab.run ALGO TASK [flags]`, `list`, `eval RUN_DIR`, `compare`.
+"""Command line: `python -m rl_lab.run ALGO TASK [flags]`, `list`, `eval RUN_DIR`, `compare`,
+`tune`.
 
 Examples:
   python -m rl_lab.run dqn cartpole
@@ -9,6 +10,7 @@ Examples:
   python -m rl_lab.run eval runs/mine --episodes 50 --video
   python -m rl_lab.run dqn cartpole --impl sb3        # Stable-Baselines3's DQN, same run dir
   python -m rl_lab.run compare dqn,dqn:sb3 cartpole --seeds 100-109 --workers 2
+  python -m rl_lab.run tune dqn cartpole --trials 20 --total-steps 20000 --workers 2
 
 A user mistake prints one line on stderr and exits with status 2.
 """
@@ -260,6 +262,13 @@ def parse_train(argv: list[str]) -> TrainRequest:
         help=f"who implements {algo_name}: {', '.join(spec.impl_names)} (default: "
         f"{implementations.default_name(algo_name, task.kind)})",
     )
+    parser.add_argument(
+        "--preset-file",
+        metavar="FILE",
+        default=None,
+        help='run a preset from a JSON file ({"run": {...}, "algo": {...}}, as `tune` '
+        "writes best_preset.json): its settings replace the preset's, flags override both",
+    )
     if experiment_cls.run_settings:
         parser.add_argument(
             "--no-dashboard",
@@ -270,13 +279,23 @@ def parse_train(argv: list[str]) -> TrainRequest:
     add_config_flags(parser, algo_config_cls, f"{algo_name} settings", defaults["algo"])
     parser.set_defaults(no_dashboard=False)
     args = parser.parse_args(rest)
+    run_flags = given(args, RunConfig) if experiment_cls.run_settings else {}
+    algo_flags = given(args, algo_config_cls)
+    if args.preset_file:
+        if args.resume:
+            raise UserError("--resume continues with the saved config; drop --preset-file")
+        from rl_lab.presets import read_preset_file
+
+        from_file = read_preset_file(args.preset_file, RunConfig, algo_config_cls)
+        run_flags = {**from_file["run"], **run_flags} if experiment_cls.run_settings else {}
+        algo_flags = {**from_file["algo"], **algo_flags}
     return TrainRequest(
         spec,
         task,
         module,
         experiment_cls,
-        given(args, RunConfig) if experiment_cls.run_settings else {},
-        given(args, algo_config_cls),
+        run_flags,
+        algo_flags,
         args.run_dir,
         args.resume,
         not args.no_dashboard,
@@ -314,6 +333,10 @@ def main(argv: list[str] | None = None) -> int:
             from rl_lab.compare import cmd_compare
 
             return cmd_compare(argv[1:])
+        if argv[0] == "tune":
+            from rl_lab.tune import cmd_tune
+
+            return cmd_tune(argv[1:])
         return cmd_train(argv)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -367,15 +367,16 @@ class Experiment:
     def greedy_policy(self, obs: np.ndarray) -> np.ndarray:
         return self.agent.act(obs, explore=False)
 
-    def train(self, dashboard: bool = True) -> int:
+    def train(self, dashboard: bool = True, extra_callbacks: list[Callback] = ()) -> int:
         """Train, evaluate, report; the run directory's lock is released when this returns
-        (the process may go on: tests, sweeps)."""
+        (the process may go on: tests, sweeps). `extra_callbacks` also hear every evaluation
+        (tune's pruner)."""
         try:
-            return self.train_and_evaluate(dashboard)
+            return self.train_and_evaluate(dashboard, extra_callbacks)
         finally:
             unlock_run_dir(self.run_dir)
 
-    def train_and_evaluate(self, dashboard: bool) -> int:
+    def train_and_evaluate(self, dashboard: bool, extra_callbacks: list[Callback] = ()) -> int:
         c, run = self.run_config, self.run
         eval_seed = c.seed + EVAL_SEED_OFFSET
         board = Dashboard(live=None if dashboard else False)
@@ -396,8 +397,14 @@ class Experiment:
             c.stop_when_solved,
             c.solved_patience,
         )
-        evaluator.callbacks = [board, logger]
-        callbacks = [board, logger, evaluator, Checkpointer(self.run_dir, c.checkpoint_interval)]
+        evaluator.callbacks = [board, logger, *extra_callbacks]
+        callbacks = [
+            board,
+            logger,
+            evaluator,
+            Checkpointer(self.run_dir, c.checkpoint_interval),
+            *extra_callbacks,
+        ]
         try:
             self.fit(callbacks)
         except OSError as error:  # metrics.jsonl on a full disk (checkpoints raise RunFault)

@@ -22,33 +22,49 @@ from rl_lab.buffers import PrioritizedReplayBuffer, ReplayBuffer, Transition
 from rl_lab.config import option, validate
 from rl_lab.errors import UserError
 from rl_lab.optim import FlatAdam
+from rl_lab.search import Choice, Range
 
 
 @dataclass
 class DQNConfig:
     """DQN hyperparameters (defaults tuned on CartPole; its preset adds 10-step returns)."""
 
-    lr: float = option(2.3e-3, "Adam learning rate", min=0.0)
-    batch_size: int = option(64, "transitions per gradient step", min=1)
+    lr: float = option(2.3e-3, "Adam learning rate", min=0.0, search=Range(1e-4, 1e-2, log=True))
+    batch_size: int = option(
+        64, "transitions per gradient step", min=1, search=Choice(32, 64, 128, 256)
+    )
     buffer_size: int = option(50_000, "replay buffer capacity (transitions)", min=1)
     learning_starts: int = option(1_000, "env steps of experience before the first update", min=0)
-    gamma: float = option(0.99, "discount factor", min=0.0, max=1.0)
-    train_freq: int = option(256, "env steps between updates", min=1)
-    gradient_steps: int = option(128, "gradient steps per update", min=1)
+    gamma: float = option(
+        0.99, "discount factor", min=0.0, max=1.0, search=Choice(0.95, 0.98, 0.99, 0.995)
+    )
+    train_freq: int = option(256, "env steps between updates", min=1, search=Choice(16, 64, 256))
+    gradient_steps: int = option(128, "gradient steps per update", min=1, search=Choice(8, 32, 128))
     target_update_interval: int = option(
-        128, "gradient steps between target-network updates", min=1
+        128,
+        "gradient steps between target-network updates",
+        min=1,
+        search=Range(10, 1000, log=True),
     )
     tau: float = option(
         1.0, "target update rate: 1 copies the online net, <1 is Polyak averaging", min=0.0, max=1.0
     )
     epsilon_start: float = option(1.0, "initial exploration rate", min=0.0, max=1.0)
-    epsilon_end: float = option(0.04, "final exploration rate", min=0.0, max=1.0)
+    epsilon_end: float = option(
+        0.04, "final exploration rate", min=0.0, max=1.0, search=Range(0.01, 0.2)
+    )
     exploration_fraction: float = option(
-        0.16, "fraction of total steps over which epsilon decays", min=0.0, max=1.0
+        0.16,
+        "fraction of total steps over which epsilon decays",
+        min=0.0,
+        max=1.0,
+        search=Range(0.05, 0.5),
     )
     double: bool = option(True, "double DQN targets (online net picks, target net values)")
     dueling: bool = option(False, "dueling value/advantage head")
-    n_step: int = option(3, "rewards summed per transition before bootstrapping", min=1)
+    n_step: int = option(
+        3, "rewards summed per transition before bootstrapping", min=1, search=Range(1, 10)
+    )
     prioritized: bool = option(False, "prioritized replay (proportional, sum tree)")
     per_alpha: float = option(0.6, "prioritization exponent", min=0.0)
     per_beta: float = option(

@@ -25,30 +25,57 @@ from rl_lab.config import option, validate
 from rl_lab.errors import UserError
 from rl_lab.optim import FlatAdam
 from rl_lab.ppo_update import PPOSettings, ppo_update
+from rl_lab.search import Choice, Range
 
 
 @dataclass
 class PPOConfig:
     """PPO hyperparameters (defaults are Stable-Baselines3's, a reasonable start anywhere)."""
 
-    lr: float = option(3e-4, "Adam learning rate", min=0.0)
-    n_steps: int = option(2048, "env steps per env in each rollout", min=1)
-    batch_size: int = option(64, "minibatch size (transitions per gradient step)", min=1)
-    n_epochs: int = option(10, "passes over each rollout", min=1)
-    gamma: float = option(0.99, "discount factor", min=0.0, max=1.0)
-    gae_lambda: float = option(
-        0.95, "GAE lambda: 0 is one-step TD, 1 is Monte Carlo", min=0.0, max=1.0
+    lr: float = option(3e-4, "Adam learning rate", min=0.0, search=Range(1e-4, 3e-3, log=True))
+    n_steps: int = option(
+        2048,
+        "env steps per env in each rollout",
+        min=1,
+        search=Choice(16, 32, 64, 128, 256, 512, 1024, 2048),
     )
-    clip_range: float = option(0.2, "policy ratio clip epsilon", min=0.0)
+    batch_size: int = option(
+        64,
+        "minibatch size (transitions per gradient step)",
+        min=1,
+        search=Choice(32, 64, 128, 256),
+    )
+    n_epochs: int = option(10, "passes over each rollout", min=1, search=Choice(1, 3, 5, 10))
+    gamma: float = option(
+        0.99,
+        "discount factor",
+        min=0.0,
+        max=1.0,
+        search=Choice(0.9, 0.95, 0.98, 0.99, 0.995, 0.999),
+    )
+    gae_lambda: float = option(
+        0.95,
+        "GAE lambda: 0 is one-step TD, 1 is Monte Carlo",
+        min=0.0,
+        max=1.0,
+        search=Choice(0.8, 0.9, 0.95, 0.98, 1.0),
+    )
+    clip_range: float = option(
+        0.2, "policy ratio clip epsilon", min=0.0, search=Choice(0.1, 0.2, 0.3)
+    )
     clip_range_vf: float = option(0.0, "value clip around the rollout's values (0: off)", min=0.0)
-    ent_coef: float = option(0.0, "entropy bonus weight", min=0.0)
+    ent_coef: float = option(
+        0.0, "entropy bonus weight", min=0.0, search=Range(1e-6, 0.05, log=True)
+    )
     vf_coef: float = option(
         1.0,
         "value loss weight; the loss is 0.5*squared error, so 1.0 "
         "here equals Stable-Baselines3's 0.5",
         min=0.0,
     )
-    max_grad_norm: float = option(0.5, "gradient clipping norm (0: off)", min=0.0)
+    max_grad_norm: float = option(
+        0.5, "gradient clipping norm (0: off)", min=0.0, search=Choice(0.3, 0.5, 1.0, 5.0)
+    )
     normalize_advantage: bool = option(True, "whiten advantages per minibatch")
     target_kl: float = option(
         0.0, "stop the epochs once approx KL exceeds 1.5x this (0: off)", min=0.0
