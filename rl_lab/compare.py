@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -30,14 +31,20 @@ from rl_lab.errors import UserError
 class Entry:
     algo: str
     impl: str
+    preset_file: str | None = None  # ALGO[:IMPL]@FILE: a preset from a file (tune's best)
 
     @property
     def label(self) -> str:
-        return f"{self.algo}:{self.impl}"
+        tail = f"@{Path(self.preset_file).parent.name}" if self.preset_file else ""
+        return f"{self.algo}:{self.impl}{tail}"
 
     @property
     def directory(self) -> str:
-        return f"{self.algo}-{self.impl}"
+        tail = f"-{Path(self.preset_file).parent.name}" if self.preset_file else ""
+        return f"{self.algo}-{self.impl}{tail}"
+
+    def flags(self) -> list[str]:
+        return ["--preset-file", self.preset_file] if self.preset_file else []
 
 
 # What the report aggregates per run: (key, what it means, higher is better).
@@ -63,10 +70,14 @@ def parse_entries(text: str, task_kind: str, task_name: str) -> list[Entry]:
 
     entries = []
     for part in filter(None, (p.strip() for p in text.split(","))):
+        part, _, preset_file = part.partition("@")
         algo, _, impl = part.partition(":")
         get_algo(algo)
         found = implementations.find(algo, impl or None, task_kind, task_name)
-        entries.append(Entry(algo, found.name))
+        if preset_file and not Path(preset_file).is_file():
+            raise UserError(f"no preset file {preset_file} (in {part}@{preset_file})")
+        file = str(Path(preset_file).resolve()) if preset_file else None
+        entries.append(Entry(algo, found.name, file))
     if len(entries) < 1 or len(set(entries)) != len(entries):
         raise UserError(
             f"expected distinct ALGO[:IMPL] entries separated by commas, got {text!r} "
@@ -89,8 +100,11 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def run_one(algo: str, impl: str, task: str, seed: int, run_dir: str, extra: list[str]) -> int:
-    """One run through the real command line, its output in run_dir/../sSEED.log (worker)."""
+def run_one(
+    algo: str, impl: str, task: str, seed: int, run_dir: str, extra: list[str], preset=()
+) -> int:
+    """One run through the real command line, its output in run_dir/../sSEED.log (worker).
+    `extra` is `--total-steps N` or nothing; `preset` is `--preset-file FILE` or nothing."""
     import torch
 
     from rl_lab.run import main
@@ -103,7 +117,7 @@ def run_one(algo: str, impl: str, task: str, seed: int, run_dir: str, extra: lis
         argv = ["--resume", run_dir, "--no-dashboard", *extra[:2]]  # only --total-steps may change
     else:
         argv = [algo, task, "--impl", impl, "--seed", str(seed), "--run-dir", run_dir]
-        argv += ["--no-dashboard", *extra]
+        argv += ["--no-dashboard", *extra, *preset]
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / f"s{seed}.log", "a") as log:
         with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
@@ -122,7 +136,10 @@ def cmd_compare(argv: list[str]) -> int:
         prog="python -m rl_lab.run compare",
         description="Run implementations side by side over seeds; report IQM with 95% CIs.",
     )
-    parser.add_argument("entries", help="ALGO[:IMPL],ALGO[:IMPL],... e.g. dqn,dqn:sb3")
+    parser.add_argument(
+        "entries",
+        help="ALGO[:IMPL][@PRESET_FILE],... e.g. dqn,dqn:sb3 or dqn,dqn@runs/tune-x/best_preset.json",
+    )
     parser.add_argument("task", help="a task name or Gymnasium id")
     parser.add_argument(
         "--seeds",
@@ -134,6 +151,13 @@ def cmd_compare(argv: list[str]) -> int:
     parser.add_argument(
         "--out", default=None, help="output directory (default: runs/compare-TASK-TIME)"
     )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        help="run each run as a Ray task on this cluster ('auto' or HOST:PORT; pip install "
+        '-e ".[ray]")',
+    )
+    parser.add_argument("--cpus-per-task", type=float, default=1.0, help="Ray CPUs per run")
     args = parser.parse_args(argv)
     task = get_task(args.task)
     entries = parse_entries(args.entries, task.kind, args.task)
@@ -142,6 +166,12 @@ def cmd_compare(argv: list[str]) -> int:
         raise UserError(f"--workers must be at least 1, got {args.workers}")
     if args.total_steps is not None and args.total_steps < 1:
         raise UserError(f"--total-steps must be at least 1, got {args.total_steps}")
+    if not (math.isfinite(args.cpus_per_task) and args.cpus_per_task > 0):
+        raise UserError(f"--cpus-per-task must be a positive number, got {args.cpus_per_task}")
+    if args.ray_address:
+        from rl_lab.ray_jobs import require_ray
+
+        require_ray()  # a missing extra is one line before anything is written
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.out or f"runs/compare-{task.name.replace('/', '_')}-{stamp}")
     extra = ["--total-steps", str(args.total_steps)] if args.total_steps else []
@@ -151,36 +181,32 @@ def cmd_compare(argv: list[str]) -> int:
     print(f"compare: {len(jobs)} runs ({len(entries)} x {len(seeds)} seeds) in {out}", flush=True)
     failed = []
     started = time.perf_counter()
-    with ProcessPoolExecutor(args.workers, initializer=one_thread) as pool:
-        futures = {
-            pool.submit(
-                run_one,
-                entry.algo,
-                entry.impl,
-                args.task,
-                seed,
-                str(out / entry.directory / f"s{seed}"),
-                extra,
-            ): (entry, seed)
-            for entry, seed in jobs
-        }
-        try:
-            for future in as_completed(futures):
-                entry, seed = futures[future]
-                status = future.result()
-                if status == 130:  # the run saved a checkpoint on Ctrl-C: stop them all
-                    raise KeyboardInterrupt
-                if status != 0:
-                    failed.append(f"{entry.label} seed {seed} (status {status})")
-                print(
-                    f"  {entry.label} seed {seed}: {'done' if status == 0 else 'FAILED'} "
-                    f"({time.perf_counter() - started:.0f} s)",
-                    flush=True,
-                )
-        except KeyboardInterrupt:
-            pool.shutdown(wait=True, cancel_futures=True)
-            print(f"interrupted: rerun the same command with --out {out} to continue")
-            return 130
+    arguments = {
+        (entry, seed): (
+            entry.algo,
+            entry.impl,
+            args.task,
+            seed,
+            str((out / entry.directory / f"s{seed}").resolve()),
+            extra,
+            entry.flags(),
+        )
+        for entry, seed in jobs
+    }
+    try:
+        for (entry, seed), status in run_jobs(arguments, args):
+            if status == 130:  # the run saved a checkpoint on Ctrl-C: stop them all
+                raise KeyboardInterrupt
+            if status != 0:
+                failed.append(f"{entry.label} seed {seed} (status {status})")
+            print(
+                f"  {entry.label} seed {seed}: {'done' if status == 0 else 'FAILED'} "
+                f"({time.perf_counter() - started:.0f} s)",
+                flush=True,
+            )
+    except KeyboardInterrupt:
+        print(f"interrupted: rerun the same command with --out {out} to continue")
+        return 130
     command = "python -m rl_lab.run compare " + " ".join(argv)
     report = write_report(out, entries, seeds, task, command)
     print(report["markdown_table"])
@@ -189,6 +215,57 @@ def cmd_compare(argv: list[str]) -> int:
         print("failed runs (see their sSEED.log): " + "; ".join(failed))
         return 1
     return 0
+
+
+def run_jobs(arguments: dict, args):
+    """(job, exit status) of every run: in local worker processes, or one Ray task per run
+    whose run directory comes back packed (so a cluster needs no shared filesystem)."""
+    if args.ray_address:
+        from rl_lab.ray_jobs import run_remote
+
+        results = run_remote(
+            run_packed, list(arguments.values()), args.ray_address, args.cpus_per_task
+        )
+        for job, (status, packed) in zip(arguments, results):
+            unpack(packed, Path(arguments[job][4]))
+            yield job, status
+        return
+    with ProcessPoolExecutor(args.workers, initializer=one_thread) as pool:
+        futures = {pool.submit(run_one, *values): job for job, values in arguments.items()}
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def run_packed(*values) -> tuple[int, bytes]:
+    """run_one, then its run directory and log as a tar.gz (a Ray task's result)."""
+    import io
+    import tarfile
+
+    status = run_one(*values)
+    run_dir = Path(values[4])
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(run_dir, arcname=run_dir.name)
+        log = run_dir.parent / f"{run_dir.name}.log"
+        if log.is_file():
+            tar.add(log, arcname=log.name)
+    return status, buffer.getvalue()
+
+
+def unpack(packed: bytes, run_dir: Path) -> None:
+    """A run directory from another machine; on this one (a local cluster) it is already here."""
+    import io
+    import tarfile
+
+    if (run_dir / "config.json").is_file():
+        return
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(packed), mode="r:gz") as tar:
+        tar.extractall(run_dir.parent, filter="data")
 
 
 def check_out_dir(out: Path) -> None:

@@ -114,3 +114,31 @@ def test_text_runs_report_their_after_metrics(tmp_path):
     assert report["probability_of_improvement"]["P(ppo:lab > grpo:trl)"]["point"] == 1.0
     assert "solved" not in report["markdown_table"]
     assert (tmp_path / "curves.png").is_file()
+
+
+def test_compare_through_a_local_ray_with_a_preset_file(tmp_path, capsys):
+    """Every run a Ray task on a local Ray (2 CPUs); a preset file is one of the contenders."""
+    ray = pytest.importorskip("ray")
+    preset = tmp_path / "tuned" / "best_preset.json"
+    preset.parent.mkdir()
+    preset.write_text(json.dumps({"algo": {"n_step": 3, "lr": 1e-3}}))
+    out = tmp_path / "out"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        status = main(
+            [
+                "compare", f"dqn,dqn@{preset}", "cartpole", "--seeds", "100", "--total-steps",
+                "400", "--out", str(out), "--ray-address", "auto",
+            ]
+        )  # fmt: skip
+    finally:
+        ray.shutdown()
+    assert status == 0, capsys.readouterr()
+    shipped = json.loads((out / "dqn-lab" / "s100" / "config.json").read_text())
+    tuned = json.loads((out / "dqn-lab-tuned" / "s100" / "config.json").read_text())
+    assert shipped["algo_config"]["n_step"] == 10  # the cartpole preset
+    assert (tuned["algo_config"]["n_step"], tuned["algo_config"]["lr"]) == (3, 1e-3)
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["runs"]) == {"dqn:lab", "dqn:lab@tuned"}
+    final = json.loads((out / "dqn-lab-tuned" / "s100" / "eval.json").read_text())["mean_return"]
+    assert report["runs"]["dqn:lab@tuned"]["100"]["final_return"] == pytest.approx(final)
