@@ -88,6 +88,14 @@ def wait() -> None:
         state().wait_for_everyone()
 
 
+def close() -> None:
+    """Leave the process group once every process is done: a process that exits with a live
+    gloo group can abort ("terminate called without an active exception")."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def shard(items: list, index: int | None = None, count: int | None = None) -> list:
     """This process's share of `items`: every count-th item from its rank on."""
     index = rank() if index is None else index

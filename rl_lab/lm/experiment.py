@@ -251,9 +251,11 @@ class Experiment:
     def train(self, dashboard: bool = True) -> int:
         """Train, evaluate, report; the run directory's lock is released when this returns."""
         try:
-            return self.train_and_evaluate(dashboard)
+            status = self.train_and_evaluate(dashboard)
         finally:
             unlock_run_dir(self.run_dir)
+        distributed.close()
+        return status
 
     def train_and_evaluate(self, dashboard: bool) -> int:
         from rl_lab.dashboard import Dashboard

@@ -58,6 +58,7 @@ def main(out: str) -> None:
         state["kl_coef"] = torch.tensor(agent.kl.coef, dtype=torch.float64)
         state["kl"] = torch.tensor([m["charts/kl"] for m in metrics], dtype=torch.float64)
         torch.save(state, out)
+    distributed.close()
 
 
 if __name__ == "__main__":
