@@ -131,6 +131,7 @@ def one_thread() -> None:
 def cmd_compare(argv: list[str]) -> int:
     from rl_lab.registry import get_task
     from rl_lab.run import OneLineParser
+    from rl_lab.runner import make_dir
 
     parser = OneLineParser(
         prog="python -m rl_lab.run compare",
@@ -176,7 +177,7 @@ def cmd_compare(argv: list[str]) -> int:
     out = Path(args.out or f"runs/compare-{task.name.replace('/', '_')}-{stamp}")
     extra = ["--total-steps", str(args.total_steps)] if args.total_steps else []
     check_out_dir(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out, "--out")
     jobs = [(entry, seed) for seed in seeds for entry in entries]  # interleaved
     print(f"compare: {len(jobs)} runs ({len(entries)} x {len(seeds)} seeds) in {out}", flush=True)
     failed = []
@@ -481,6 +482,8 @@ def write_curves(path: Path, out: Path, entries, seeds, task) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from rl_lab.report import save_figure
+
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     for entry in entries:
         curves = [
@@ -503,7 +506,4 @@ def write_curves(path: Path, out: Path, entries, seeds, task) -> None:
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(".tmp-" + path.name)
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)

@@ -9,6 +9,16 @@ import numpy as np
 from rl_lab.checkpoint import atomic_write_text
 
 
+def save_figure(fig, path: Path, dpi: int | None = None) -> None:
+    """Write a matplotlib figure as PNG under a temporary name, rename it into place, close it."""
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(".tmp-" + path.name)
+    fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)
+    tmp.replace(path)
+
+
 def write_curve(path: Path, rows: list[dict], title: str, solved_at: float | None) -> None:
     """Episode returns (faint), their rolling mean, and the evaluations, against env steps."""
     import matplotlib
@@ -38,10 +48,7 @@ def write_curve(path: Path, rows: list[dict], title: str, solved_at: float | Non
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(".tmp-" + path.name)
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def write_lm_curve(
@@ -111,10 +118,7 @@ def write_lm_curve(
     bottom.grid(alpha=0.3)
     bottom.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(".tmp-" + path.name)
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def write_summary(path: Path, title: str, report: dict, config: dict) -> None:

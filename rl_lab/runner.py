@@ -202,6 +202,29 @@ def check_writable(run_dir: Path) -> None:
         )
 
 
+def make_dir(path: Path, flag: str) -> None:
+    """Create a directory, or say in one line that it cannot be and which flag to change."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create {path} ({error.strerror}): choose another {flag}") from None
+
+
+def start_run_dir(run_dir: Path, spec, task, impl: str, run_config, algo_config) -> None:
+    """Once everything is checked and built: create the run directory, take its lock, and
+    write config.json (everything needed to repeat the run)."""
+    make_dir(run_dir, "--run-dir")
+    lock_run_dir(run_dir)
+    config = {
+        "algo": spec.name,
+        "task": task.name,
+        "impl": impl,
+        "run": to_dict(run_config),
+        "algo_config": to_dict(algo_config),
+    }
+    checkpoint.atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2) + "\n")
+
+
 def check_resume(run_dir, spec, task, run_flags: dict, algo_flags: dict) -> dict:
     """The saved config.json of a run that `--resume` may continue with these flags."""
     saved = read_run_config(run_dir)
@@ -325,21 +348,7 @@ class Experiment:
         )
         check_writable(run_dir)
         experiment = cls(spec, task, module, run_config, algo_config, run_dir)
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise UserError(
-                f"cannot create {run_dir} ({error.strerror}): choose another --run-dir"
-            ) from None
-        lock_run_dir(run_dir)
-        config = {
-            "algo": spec.name,
-            "task": task.name,
-            "impl": cls.impl,
-            "run": to_dict(run_config),
-            "algo_config": to_dict(algo_config),
-        }
-        checkpoint.atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2) + "\n")
+        start_run_dir(run_dir, spec, task, cls.impl, run_config, algo_config)
         return experiment
 
     @classmethod

@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import json
 import math
-import os
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -230,12 +229,9 @@ def cmd_tune(argv: list[str]) -> int:
     default_name = f"{spec.name}-{task.name}"
     if args.storage:  # a bad URL is refused before anything is written
         study_name = resolve_study_name(args.storage, args.study_name, default_name)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserError(
-            f"cannot create {out_dir} ({error.strerror}): choose another --out"
-        ) from None
+    from rl_lab.runner import make_dir
+
+    make_dir(out_dir, "--out")
     storage = args.storage or f"sqlite:///{(out_dir / 'study.db').resolve()}"
     if not args.storage:
         study_name = resolve_study_name(storage, args.study_name, default_name)
@@ -445,8 +441,9 @@ def write_plots(study, out_dir: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import optuna.visualization.matplotlib as plots
+
+    from rl_lab.report import save_figure
 
     for name, plot in (
         ("history", plots.plot_optimization_history),
@@ -463,7 +460,4 @@ def write_plots(study, out_dir: Path) -> None:
         figure = axes.figure
         figure.set_size_inches(9, 5)
         figure.tight_layout()
-        tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-        figure.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
-        plt.close("all")
+        save_figure(figure, path, dpi=100)

@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 
 from rl_lab import checkpoint, implementations
-from rl_lab.config import RunConfig, to_dict
+from rl_lab.config import RunConfig
 from rl_lab.errors import UserError
 from rl_lab.experiment import interrupted, write_results
 from rl_lab.lm import distributed
-from rl_lab.lock import lock_run_dir, unlock_run_dir
+from rl_lab.lock import unlock_run_dir
 from rl_lab.loop import Callback, Every, RunContext, train
 from rl_lab.presets import preset
 from rl_lab.runner import (
@@ -38,6 +38,7 @@ from rl_lab.runner import (
     load_state,
     read_run_config,
     saved_configs,
+    start_run_dir,
 )
 
 BEFORE_FILE = "eval_before.json"
@@ -172,23 +173,7 @@ class Experiment:
         experiment = cls(spec, task, module, run_config, algo_config, run_dir)
         distributed.wait()  # every process has checked the directory before it is written
         if distributed.is_main():
-            try:
-                run_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as error:
-                raise UserError(
-                    f"cannot create {run_dir} ({error.strerror}): choose another --run-dir"
-                ) from None
-            lock_run_dir(run_dir)
-            config = {
-                "algo": spec.name,
-                "impl": cls.impl,
-                "task": task.name,
-                "run": to_dict(run_config),
-                "algo_config": to_dict(algo_config),
-            }
-            checkpoint.atomic_write_text(
-                run_dir / "config.json", json.dumps(config, indent=2) + "\n"
-            )
+            start_run_dir(run_dir, spec, task, cls.impl, run_config, algo_config)
         distributed.wait()
         return experiment
 
