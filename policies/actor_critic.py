@@ -51,6 +51,7 @@ class ActorCritic(nn.Module):
             orthogonal_init(self.value_trunk, math.sqrt(2))
         orthogonal_init(self.policy_head, 0.01)
         orthogonal_init(self.value_head, 1.0)
+        self.numpy_acting = True  # act through numpy views (forward_numpy); off: torch
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(policy head output, value [B]) in one pass over the trunk(s)."""
@@ -96,7 +97,7 @@ class ActorCritic(nn.Module):
 
     def forward_numpy(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """forward() on a float32 numpy batch, without autograd."""
-        if self.policy_trunk.activation not in NUMPY_ACTIVATIONS:  # no numpy twin: use torch
+        if not self.numpy_acting or self.policy_trunk.activation not in NUMPY_ACTIVATIONS:
             with torch.inference_mode():
                 head, value = self(torch.from_numpy(obs))
             return head.numpy(), value.numpy()

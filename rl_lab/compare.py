@@ -60,6 +60,12 @@ TEXT_METRICS = [
     ("kl", "KL to the reference after training", False),
     ("distinct_2", "distinct-2 of held-out completions after training", True),
     ("perplexity", "perplexity under the reference after training", False),
+    (
+        "judge_positive_fraction",
+        "held-out POSITIVE fraction by the independent scorer (VADER for a classifier reward, "
+        "the reward model for VADER), which the run did not train on",
+        True,
+    ),
     ("wall_seconds", "wall seconds of the run", False),
 ]
 
@@ -296,6 +302,7 @@ def run_numbers(run_dir: Path, kind: str) -> dict:
             "perplexity": after["perplexity"],
             "wall_seconds": report["wall_seconds"],
             "reward_before": report["before"]["mean_reward"],
+            **{key: after[key] for key in ("judge_positive_fraction",) if key in after},
         }
     train_seconds = report["wall_seconds"] - report["timers"]["eval"]
     solved = report["first_solved_step"] is not None
@@ -365,7 +372,9 @@ def write_report(out: Path, entries: list[Entry], seeds: list[int], task, comman
         summary: dict = {"runs": len(numbers), "seeds": sorted(runs[entry.label])}
         if numbers:
             for key, _, _ in metrics:
-                column = [n[key] for n in numbers]
+                column = [n[key] for n in numbers if key in n]
+                if not column:  # e.g. no independent scorer was available to these runs
+                    continue
                 iqm = stats.interval(column, stats.iqm)
                 mean = stats.interval(column, stats.mean)
                 summary[key] = {"iqm": iqm[0], "iqm_ci": list(iqm[1:]), "mean": mean[0],

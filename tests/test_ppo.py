@@ -14,11 +14,12 @@ import torch
 import envs  # noqa: F401  (registers the toy envs)
 from envs.tasks import make_env, make_vector_env
 from rl_lab import functional as fn
-from rl_lab.algos.ppo import PRESETS, FlatAdam, PPOConfig, make_agent
+from rl_lab.algos.ppo import PRESETS, PPOConfig, make_agent
 from rl_lab.buffers import Transition
 from rl_lab.errors import UserError
 from rl_lab.evaluation import evaluate
 from rl_lab.loop import RunContext, real_next_obs, train
+from rl_lab.optim import FlatAdam, TorchAdam
 from rl_lab.registry import get_task
 from rl_lab.run import main
 
@@ -68,6 +69,49 @@ def test_flat_adam_matches_torch_adam_with_clipping():
         reference.step()
     for mine, theirs in zip(net.parameters(), twin.parameters(), strict=True):
         torch.testing.assert_close(mine, theirs, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kernels", ["foreach", "fused"])
+def test_torch_adam_matches_flat_adam_and_shares_its_checkpoints(kernels):
+    """The ablation's torch.optim.Adam path takes the same steps as FlatAdam, and either
+    one continues from the other's state_dict."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 2))
+    twin = copy.deepcopy(net)
+    flat, theirs = FlatAdam(net, lr=1e-2, eps=1e-5), TorchAdam(twin, 1e-2, 1e-5, kernels=kernels)
+    x, y = torch.randn(16, 3), torch.randn(16, 2)
+
+    def train(module, optimizer, steps):
+        for _ in range(steps):
+            optimizer.zero_grad()
+            ((module(x) - y) ** 2).sum().backward()
+            optimizer.clip_grad_norm(0.5)
+            optimizer.step()
+
+    train(net, flat, 10)
+    train(twin, theirs, 10)
+    for mine, other in zip(net.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(mine, other, atol=1e-6, rtol=1e-5)
+    # Swap states: each optimizer continues from the other's moments and step count.
+    flat_state, torch_state = flat.state_dict(), theirs.state_dict()
+    assert torch_state["steps"] == flat_state["steps"] == 10
+    flat.load_state_dict(torch_state)
+    theirs.load_state_dict(flat_state)
+    train(net, flat, 5)
+    train(twin, theirs, 5)
+    for mine, other in zip(net.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(mine, other, atol=1e-6, rtol=1e-5)
+
+
+def test_torch_acting_and_torch_adam_learn_like_the_defaults():
+    """--numpy-acting off and --optimizer foreach change how, not what: same seeded run."""
+    config = PPOConfig(n_steps=32, batch_size=64, n_epochs=2)
+    ablated = PPOConfig(
+        n_steps=32, batch_size=64, n_epochs=2, numpy_acting=False, optimizer="foreach"
+    )
+    ours, torch_only = (train_agent("cartpole", c, 512, 4) for c in (config, ablated))
+    for mine, other in zip(ours.net.parameters(), torch_only.net.parameters(), strict=True):
+        torch.testing.assert_close(mine, other, atol=1e-4, rtol=1e-4)
 
 
 # ---------------------------------------------------------------- the agent

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.wrappers.utils import RunningMeanStd
 
 from envs.observations import require_box
 from policies.actor_critic import ActorCritic, CategoricalActorCritic, GaussianActorCritic
@@ -23,7 +24,7 @@ from rl_lab import functional as fn
 from rl_lab.buffers import RolloutBuffer, Transition
 from rl_lab.config import option, validate
 from rl_lab.errors import UserError
-from rl_lab.optim import FlatAdam
+from rl_lab.optim import OPTIMIZERS, make_adam
 from rl_lab.ppo_update import PPOSettings, ppo_update
 from rl_lab.search import Choice, Range
 
@@ -91,36 +92,26 @@ class PPOConfig:
     shared_trunk: bool = option(False, "one trunk for policy and value instead of two")
     log_std_init: float = option(0.0, "initial log std of Gaussian (Box) policies")
     adam_eps: float = option(1e-5, "Adam epsilon", min=0.0)
+    optimizer: str = option(
+        "flat",
+        "Adam implementation: flat (the lab's one-buffer Adam), foreach or fused (torch's)",
+        choices=OPTIMIZERS,
+    )
+    numpy_acting: bool = option(
+        True, "act in numpy on views of the weights (faster for a few rows); off: torch"
+    )
 
     def __post_init__(self):
         validate(self)
 
 
-class RunningMeanStd:
-    """Running mean and variance of a stream of batches (parallel/Chan update)."""
+def rms_state(rms: RunningMeanStd) -> dict:
+    return {"mean": rms.mean, "var": rms.var, "count": rms.count}
 
-    def __init__(self, shape: tuple = ()):
-        self.mean = np.zeros(shape, np.float64)
-        self.var = np.ones(shape, np.float64)
-        self.count = 1e-4  # as in Gymnasium: the first batch all but replaces the prior
 
-    def update(self, batch: np.ndarray) -> None:
-        batch_mean, batch_var, batch_count = batch.mean(axis=0), batch.var(axis=0), len(batch)
-        delta, total = batch_mean - self.mean, self.count + batch_count
-        self.mean = self.mean + delta * batch_count / total
-        m2 = (
-            self.var * self.count
-            + batch_var * batch_count
-            + delta**2 * self.count * batch_count / total
-        )
-        self.var, self.count = m2 / total, total
-
-    def state_dict(self) -> dict:
-        return {"mean": self.mean, "var": self.var, "count": self.count}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.mean, self.var = np.asarray(state["mean"]), np.asarray(state["var"])
-        self.count = float(state["count"])
+def load_rms_state(rms: RunningMeanStd, state: dict) -> None:
+    rms.mean, rms.var = np.asarray(state["mean"]), np.asarray(state["var"])
+    rms.count = float(state["count"])
 
 
 CLIP_OBS, CLIP_REWARD, NORM_EPS = 10.0, 10.0, 1e-8
@@ -151,12 +142,13 @@ class PPOAgent:
         with torch.random.fork_rng():  # seeded init without touching the global rng
             torch.manual_seed(seed)
             self.net = self._build_net(action_space, obs_size)
-        self.optimizer = FlatAdam(self.net, lr=c.lr, eps=c.adam_eps)
+        self.net.numpy_acting = c.numpy_acting
+        self.optimizer = make_adam(self.net, c.lr, c.adam_eps, c.optimizer)
         self.buffer = RolloutBuffer(
             c.n_steps, num_envs, obs_shape, self.action_shape, self.action_dtype, seed=seed + 1
         )
         self.rng = np.random.default_rng(seed + 2)  # action sampling
-        self.obs_rms = RunningMeanStd(obs_shape)
+        self.obs_rms = RunningMeanStd(shape=obs_shape)  # Gymnasium's (Chan's parallel update)
         self.return_rms = RunningMeanStd()
         self.discounted_return = np.zeros(num_envs)
         self.env_steps = 0
@@ -314,8 +306,8 @@ class PPOAgent:
             "optimizer": self.optimizer.state_dict(),
             "buffer": self.buffer.state_dict(),
             "rng": self.rng.bit_generator.state,
-            "obs_rms": self.obs_rms.state_dict(),
-            "return_rms": self.return_rms.state_dict(),
+            "obs_rms": rms_state(self.obs_rms),
+            "return_rms": rms_state(self.return_rms),
             "discounted_return": self.discounted_return,
             "counters": {"env_steps": self.env_steps, "updates": self.updates},
         }
@@ -325,8 +317,8 @@ class PPOAgent:
         self.optimizer.load_state_dict(state["optimizer"])
         self.buffer.load_state_dict(state["buffer"])
         self.rng.bit_generator.state = state["rng"]
-        self.obs_rms.load_state_dict(state["obs_rms"])
-        self.return_rms.load_state_dict(state["return_rms"])
+        load_rms_state(self.obs_rms, state["obs_rms"])
+        load_rms_state(self.return_rms, state["return_rms"])
         self.discounted_return = np.array(state["discounted_return"], dtype=np.float64)
         for name, value in state["counters"].items():
             setattr(self, name, int(value))

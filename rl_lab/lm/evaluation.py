@@ -66,17 +66,20 @@ def evaluate_lm(
     seed: int,
     batch_size: int = 32,
     score_prompt: bool = False,
+    judge=None,
 ) -> LMEvalResult:
     """Sample a completion per prompt and score it against the reward and the reference.
 
     Under a multi-process launch each process takes every world-th prompt and the rows are
-    gathered back into prompt order, so every process returns the same result.
+    gathered back into prompt order, so every process returns the same result. A `judge`
+    (another sentiment scorer, rl_lab.lm.rewards.build_judge) adds its POSITIVE fraction and
+    mean score as `judge_positive_fraction` and `judge_score`.
     """
     from rl_lab.lm import distributed
 
     generator = torch.Generator().manual_seed(seed)
     mine = distributed.shard(list(range(len(prompts))))
-    rows = []  # (prompt index, completion, KL, NLL sum, tokens, reward, positive)
+    rows = []  # (prompt index, completion, KL, NLL sum, tokens, reward, positive, judged)
     for start in range(0, len(mine), batch_size):
         index = mine[start : start + batch_size]
         rollout = agent.generate([prompts[i] for i in index], generator=generator)
@@ -88,9 +91,14 @@ def evaluate_lm(
         texts = scored_texts([prompts[i] for i in index], rollout["completions"], score_prompt)
         scores = np.asarray(reward(texts), dtype=np.float64).tolist()
         positive = np.asarray(reward.is_positive(texts), dtype=bool).tolist()
-        rows += zip(index, rollout["completions"], kls, nlls, tokens, scores, positive)
+        judged = (
+            [(float(s), bool(p)) for s, p in zip(judge(texts), judge.is_positive(texts))]
+            if judge is not None
+            else [(0.0, False)] * len(texts)
+        )
+        rows += zip(index, rollout["completions"], kls, nlls, tokens, scores, positive, judged)
     rows = sorted(distributed.gather(rows))
-    _, completions, kls, nlls, tokens, rewards, positive = (list(c) for c in zip(*rows))
+    _, completions, kls, nlls, tokens, rewards, positive, judged = (list(c) for c in zip(*rows))
     token_count = float(sum(tokens))
     metrics = {
         "mean_reward": float(np.mean(rewards)),
@@ -102,4 +110,7 @@ def evaluate_lm(
         "completion_tokens": token_count / max(len(prompts), 1),
         "prompts": len(prompts),
     }
+    if judge is not None:
+        metrics["judge_score"] = float(np.mean([score for score, _ in judged]))
+        metrics["judge_positive_fraction"] = float(np.mean([ok for _, ok in judged]))
     return LMEvalResult(metrics, list(prompts), completions, rewards)

@@ -14,6 +14,7 @@ all-reduced in the agent, and only the main process writes files or draws the da
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -221,6 +222,13 @@ class Experiment:
 
     # ------------------------------------------------------------ training
 
+    @functools.cached_property
+    def judge(self):
+        """(name, scorer) that judges held-out text besides the reward, or None (build_judge)."""
+        from rl_lab.lm.rewards import build_judge
+
+        return build_judge(self.config.reward)
+
     def evaluate(self):
         from rl_lab.lm.evaluation import evaluate_lm
 
@@ -231,6 +239,7 @@ class Experiment:
             self.eval_seed,
             batch_size=64,
             score_prompt=self.config.score_prompt,
+            judge=self.judge[1] if self.judge else None,
         )
 
     def train(self, dashboard: bool = True) -> int:
@@ -348,6 +357,7 @@ class Experiment:
             "timers": run.timers,
             "eval_seed": self.eval_seed,
             "reward_model": reward_model_card(self.config.reward),
+            "independent_scorer": self.judge[0] if self.judge else None,
             "samples": {
                 "before": before["samples"][:SAMPLE_ROWS],
                 "after": after["samples"][:SAMPLE_ROWS],
@@ -496,6 +506,12 @@ def summary_markdown(
         "|---|---|---|",
     ]
     lines += [f"| {key} | {before[key]:.3f} | {after[key]:.3f} |" for key in METRICS]
+    judge = report.get("independent_scorer")
+    lines += [
+        f"| {key} ({judge}, not the reward) | {before[key]:.3f} | {after[key]:.3f} |"
+        for key in ("judge_positive_fraction", "judge_score")
+        if judge and key in before and key in after
+    ]
     lines += [
         "",
         "## Held-out prompts, completions before and after (reward)",

@@ -133,3 +133,21 @@ def build_reward(name: str = "default", device: str = "cpu") -> Reward:
         return VaderReward()
     path = Path(name).expanduser()
     return ClassifierReward(str(path) if path.is_dir() else name, device=device)
+
+
+def build_judge(reward_name: str) -> tuple[str, Reward] | None:
+    """(name, scorer) of a sentiment scorer that is not the training reward, so held-out text
+    is also judged by something the policy could not learn to please: VADER (a word lexicon)
+    when the reward is a classifier, the default reward model when it is VADER (if prepared).
+    None when there is no such scorer here."""
+    if reward_name == "vader":
+        folder = reward_model_dir()
+        return (
+            ("reward model (MiniLM)", ClassifierReward(str(folder)))
+            if is_complete(folder)
+            else None
+        )
+    try:
+        return "VADER", VaderReward()
+    except UserError:
+        return None

@@ -199,6 +199,24 @@ def test_agent_state_round_trips(tokenizer):
     assert torch.equal(other.generator.get_state(), agent.generator.get_state())
 
 
+def test_an_independent_judge_is_reported_beside_the_reward(tokenizer, monkeypatch, tmp_path):
+    """The held-out evaluation scores the same texts with a second scorer: judged by the
+    reward itself, its numbers must equal the reward's. build_judge picks VADER for a
+    classifier reward, and nothing for VADER while no reward model is prepared."""
+    from rl_lab.lm.evaluation import evaluate_lm
+    from rl_lab.lm.rewards import VaderReward, build_judge
+
+    agent, vader = make(tokenizer), VaderReward()
+    result = evaluate_lm(agent, vader, PROMPTS, seed=0, judge=vader)
+    m = result.metrics
+    assert m["judge_positive_fraction"] == m["positive_fraction"]
+    assert m["judge_score"] == pytest.approx(m["mean_reward"])
+    assert "judge_score" not in evaluate_lm(agent, vader, PROMPTS, seed=0).metrics
+    monkeypatch.setenv("RL_LAB_CACHE", str(tmp_path))
+    assert build_judge("vader") is None
+    assert build_judge("some/classifier")[0] == "VADER"
+
+
 # ---------------------------------------------------------------- through the command line
 
 
