@@ -208,7 +208,7 @@ def cmd_compare(argv: list[str]) -> int:
                 failed.append(f"{entry.label} seed {seed} (status {status})")
             print(
                 f"  {entry.label} seed {seed}: {'done' if status == 0 else 'FAILED'} "
-                f"({time.perf_counter() - started:.0f} s)",
+                f"({time.perf_counter() - started:.0f} s into the compare)",
                 flush=True,
             )
     except KeyboardInterrupt:
