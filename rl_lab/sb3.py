@@ -207,11 +207,11 @@ class SB3Agent:
                 "full": b.full,
             }
         if self.normalizer is not None:
+            # VecNormalize keeps observation statistics only when it normalises observations
             n = self.normalizer
-            state["normalizer"] = {
-                "obs": [n.obs_rms.mean, n.obs_rms.var, n.obs_rms.count],
-                "ret": [n.ret_rms.mean, n.ret_rms.var, n.ret_rms.count],
-            }
+            state["normalizer"] = {"ret": [n.ret_rms.mean, n.ret_rms.var, n.ret_rms.count]}
+            if n.norm_obs:
+                state["normalizer"]["obs"] = [n.obs_rms.mean, n.obs_rms.var, n.obs_rms.count]
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -230,8 +230,9 @@ class SB3Agent:
             m._n_calls = m.num_timesteps // m.n_envs  # SB3's target-sync clock
         if self.normalizer is not None:
             n, saved = self.normalizer, state["normalizer"]
-            n.obs_rms.mean, n.obs_rms.var, n.obs_rms.count = saved["obs"]
             n.ret_rms.mean, n.ret_rms.var, n.ret_rms.count = saved["ret"]
+            if n.norm_obs:
+                n.obs_rms.mean, n.obs_rms.var, n.obs_rms.count = saved["obs"]
 
 
 class LabCallbacks(BaseCallback):

@@ -93,6 +93,20 @@ def test_sb3_resume_continues_from_the_checkpoint(tmp_path, capsys):
     assert json.loads((run_dir / "reeval.json").read_text())["episodes"] == 2
 
 
+@pytest.mark.parametrize("obs_flag", ["--normalize-obs", "--no-normalize-obs"])
+def test_sb3_ppo_checkpoints_and_resumes_its_normalisation(obs_flag, tmp_path, capsys):
+    # Pendulum's preset normalises rewards only: VecNormalize then has no observation statistics
+    run_dir = tmp_path / "run"
+    first = ["ppo", "cartpole", "--impl", "sb3", "--total-steps", "128", "--num-envs", "2",
+             "--n-steps", "32", "--batch-size", "32", "--n-epochs", "1", "--eval-interval", "0",
+             "--normalize-reward", obs_flag, "--checkpoint-interval", "64",
+             "--run-dir", str(run_dir), *FAST]  # fmt: skip
+    assert main(first) == 0, capsys.readouterr().err
+    status = main(["--resume", str(run_dir), "--total-steps", "256", "--no-dashboard"])
+    assert status == 0, capsys.readouterr().err
+    assert json.loads((run_dir / "eval.json").read_text())["env_steps"] == 256
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
