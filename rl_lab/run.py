@@ -350,4 +350,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from rl_lab.lm.distributed import exit_process
+
+    exit_process(main())

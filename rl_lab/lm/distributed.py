@@ -10,6 +10,7 @@ did before multi-process support.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import torch
@@ -94,6 +95,19 @@ def close() -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+
+
+def exit_process(status: int):
+    """End the process with `status`. A process of a multi-process launch skips the
+    interpreter's teardown: gloo's worker threads may still hold tensors then, and freeing them
+    once Python is shutting down aborts the process ("terminate called without an active
+    exception", SIGABRT) after a run that succeeded, which fails the whole launch. Every file
+    the run writes is closed by then; only the standard streams need flushing."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
 
 
 def shard(items: list, index: int | None = None, count: int | None = None) -> list:

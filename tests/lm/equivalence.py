@@ -63,3 +63,4 @@ def main(out: str) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    distributed.exit_process(0)
