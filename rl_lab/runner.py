@@ -466,7 +466,7 @@ class Experiment:
             **result.to_dict(),
             "env_steps": run.env_steps,
             "updates": run.updates,
-            "gradient_steps": getattr(self.agent, "gradient_steps", run.updates),
+            "gradient_steps": self.agent.gradient_steps,
             "wall_seconds": run.elapsed,
             "timers": run.timers,
             "stop_reason": run.stop_reason,

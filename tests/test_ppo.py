@@ -324,6 +324,8 @@ def test_cli_resume_and_eval(tmp_path, capsys):
     )
     report = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert report["env_steps"] == 1024 and report["updates"] == 4  # rollouts of 8 x 32
+    # 5 epochs of 2 minibatches (256 rows, batches of 128) per update, counted across resume.
+    assert report["gradient_steps"] == 4 * 5 * 2
     assert main(["eval", run_dir, "--episodes", "2"]) == 0
     assert json.loads((tmp_path / "run" / "reeval.json").read_text())["episodes"] == 2
 

@@ -153,6 +153,7 @@ class PPOAgent:
         self.discounted_return = np.zeros(num_envs)
         self.env_steps = 0
         self.updates = 0
+        self.gradient_steps = 0  # optimizer steps over all updates
         self._pending: tuple | None = None  # what act() saw and did, until observe()
         self._next_obs = None
 
@@ -261,6 +262,7 @@ class PPOAgent:
 
         self.buffer.reset()
         self.updates += 1
+        self.gradient_steps += int(metrics["charts/gradient_steps"])
         metrics["losses/explained_variance"] = fn.explained_variance(
             torch.from_numpy(self.buffer.values).flatten(), self.buffer.returns.flatten()
         )
@@ -309,7 +311,11 @@ class PPOAgent:
             "obs_rms": rms_state(self.obs_rms),
             "return_rms": rms_state(self.return_rms),
             "discounted_return": self.discounted_return,
-            "counters": {"env_steps": self.env_steps, "updates": self.updates},
+            "counters": {
+                "env_steps": self.env_steps,
+                "updates": self.updates,
+                "gradient_steps": self.gradient_steps,
+            },
         }
 
     def load_state_dict(self, state: dict) -> None:
