@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
 from rl_lab.errors import UserError
+
+
+def launched() -> bool:
+    """Whether this process is one of several started together (torchrun sets WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def state():
@@ -26,8 +31,7 @@ def state():
     # accelerate's torchrun launcher (--multi_gpu, or the configs in experiments/accelerate/)
     # on a machine without GPUs leaves each process alone unless told to use the CPU: then
     # the processes join one group over gloo.
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return PartialState(cpu=launched and not torch.accelerator.is_available())
+    return PartialState(cpu=launched() and not torch.accelerator.is_available())
 
 
 def check_launch() -> None:
@@ -97,13 +101,13 @@ def close() -> None:
         torch.distributed.destroy_process_group()
 
 
-def exit_process(status: int):
+def exit_process(status: int) -> NoReturn:
     """End the process with `status`. A process of a multi-process launch skips the
     interpreter's teardown: gloo's worker threads may still hold tensors then, and freeing them
     once Python is shutting down aborts the process ("terminate called without an active
     exception", SIGABRT) after a run that succeeded, which fails the whole launch. Every file
     the run writes is closed by then; only the standard streams need flushing."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if launched():
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)
