@@ -466,6 +466,8 @@ class Experiment:
             **result.to_dict(),
             "env_steps": run.env_steps,
             "updates": run.updates,
+            # Every Gym agent counts its optimizer steps (lab DQN and PPO, the SB3 adapter);
+            # the loop's Agent protocol leaves it out, as LM PPO reports iterations instead.
             "gradient_steps": self.agent.gradient_steps,
             "wall_seconds": run.elapsed,
             "timers": run.timers,
