@@ -16,7 +16,7 @@ import math
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -32,15 +32,16 @@ class Entry:
     algo: str
     impl: str
     preset_file: str | None = None  # ALGO[:IMPL]@FILE: a preset from a file (tune's best)
+    preset_name: str = ""  # how labels name the file: its folder, or folder/stem if ambiguous
 
     @property
     def label(self) -> str:
-        tail = f"@{Path(self.preset_file).parent.name}" if self.preset_file else ""
+        tail = f"@{self.preset_name}" if self.preset_file else ""
         return f"{self.algo}:{self.impl}{tail}"
 
     @property
     def directory(self) -> str:
-        tail = f"-{Path(self.preset_file).parent.name}" if self.preset_file else ""
+        tail = f"-{self.preset_name.replace('/', '-')}" if self.preset_file else ""
         return f"{self.algo}-{self.impl}{tail}"
 
     def flags(self) -> list[str]:
@@ -89,7 +90,27 @@ def parse_entries(text: str, task_kind: str, task_name: str) -> list[Entry]:
             f"expected distinct ALGO[:IMPL] entries separated by commas, got {text!r} "
             "(e.g. dqn,dqn:sb3)"
         )
-    return entries
+    return name_preset_files(entries)
+
+
+def name_preset_files(entries: list[Entry]) -> list[Entry]:
+    """A preset file is named by its folder (tune's study, experiments/presets/vader/), or by
+    folder/stem where two files share a folder: labels and run directories must differ."""
+    folders = [Path(e.preset_file).parent.name for e in entries if e.preset_file]
+    named = []
+    for entry in entries:
+        if entry.preset_file:
+            path = Path(entry.preset_file)
+            shared = folders.count(path.parent.name) > 1
+            name = f"{path.parent.name}/{path.stem}" if shared else path.parent.name
+            entry = replace(entry, preset_name=name)
+        named.append(entry)
+    if len({e.label for e in named}) != len(named):
+        raise UserError(
+            "two entries would share a label (preset files with the same folder and name); "
+            "rename one of the files"
+        )
+    return named
 
 
 def parse_seeds(text: str) -> list[int]:

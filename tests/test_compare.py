@@ -142,3 +142,25 @@ def test_compare_through_a_local_ray_with_a_preset_file(tmp_path, capsys):
     assert set(report["runs"]) == {"dqn:lab", "dqn:lab@tuned"}
     final = json.loads((out / "dqn-lab-tuned" / "s100" / "eval.json").read_text())["mean_return"]
     assert report["runs"]["dqn:lab@tuned"]["100"]["final_return"] == pytest.approx(final)
+
+
+def test_preset_files_in_one_folder_get_their_own_labels(tmp_path):
+    """Two preset files of one folder were both labelled by the folder and shared a run
+    directory, so the second entry reused the first one's runs."""
+    from rl_lab.compare import parse_entries
+
+    for name in ("a", "b"):
+        (tmp_path / "sweep").mkdir(exist_ok=True)
+        (tmp_path / "sweep" / f"{name}.json").write_text('{"run": {}, "algo": {}}')
+    (tmp_path / "tuned").mkdir()
+    (tmp_path / "tuned" / "best_preset.json").write_text('{"run": {}, "algo": {}}')
+    text = ",".join(
+        ["ppo", *(f"ppo@{tmp_path}/{p}" for p in ("sweep/a.json", "sweep/b.json"))]
+        + [f"ppo:sb3@{tmp_path}/tuned/best_preset.json"]
+    )
+    entries = parse_entries(text, "gym", "acrobot")
+    assert [e.label for e in entries] == [
+        "ppo:lab", "ppo:lab@sweep/a", "ppo:lab@sweep/b", "ppo:sb3@tuned",
+    ]  # fmt: skip
+    assert len({e.directory for e in entries}) == 4
+    assert entries[1].directory == "ppo-lab-sweep-a"
