@@ -144,3 +144,19 @@ def test_registry_names_each_implementation_and_its_experiment_class():
     assert implementations.find("dqn", None, "gym").name == "lab"  # lab is the default
     assert implementations.find("grpo", None, "text").name == "trl"  # ... where there is one
     assert implementations.names("ppo") == ["lab", "sb3"]
+
+
+@pytest.mark.parametrize("name", ["dqn-acrobot", "dqn-lunarlander", "ppo-acrobot"])
+def test_shipped_rl_zoo3_preset_files_run_through_sb3(name, tmp_path, capsys):
+    """The README's `@rl-zoo3` entries: each file's settings map to SB3 and train a few steps."""
+    from pathlib import Path
+
+    algo, task = name.split("-", 1)
+    preset = Path(__file__).resolve().parent.parent / "experiments/presets/rl-zoo3" / f"{name}.json"
+    run_dir = tmp_path / name
+    status = main([algo, task, "--impl", "sb3", "--preset-file", str(preset), "--total-steps",
+                   "256", "--eval-interval", "0", "--run-dir", str(run_dir), *FAST])  # fmt: skip
+    assert status == 0, capsys.readouterr().err
+    config = json.loads((run_dir / "config.json").read_text())
+    for key, value in json.loads(preset.read_text())["algo"].items():
+        assert config["algo_config"][key] == value, key
