@@ -96,7 +96,8 @@ def parse_entries(text: str, task_kind: str, task_name: str) -> list[Entry]:
 def name_preset_files(entries: list[Entry]) -> list[Entry]:
     """A preset file is named by its folder (tune's study, experiments/presets/vader/), or by
     folder/stem where two files share a folder: labels and run directories must differ."""
-    folders = [Path(e.preset_file).parent.name for e in entries if e.preset_file]
+    files = {e.preset_file for e in entries if e.preset_file}  # one file may serve many algos
+    folders = [Path(file).parent.name for file in files]
     named = []
     for entry in entries:
         if entry.preset_file:

@@ -156,11 +156,11 @@ def test_preset_files_in_one_folder_get_their_own_labels(tmp_path):
     (tmp_path / "tuned" / "best_preset.json").write_text('{"run": {}, "algo": {}}')
     text = ",".join(
         ["ppo", *(f"ppo@{tmp_path}/{p}" for p in ("sweep/a.json", "sweep/b.json"))]
-        + [f"ppo:sb3@{tmp_path}/tuned/best_preset.json"]
+        + [f"ppo:sb3@{tmp_path}/tuned/best_preset.json", f"ppo@{tmp_path}/tuned/best_preset.json"]
     )
     entries = parse_entries(text, "gym", "acrobot")
     assert [e.label for e in entries] == [
-        "ppo:lab", "ppo:lab@sweep/a", "ppo:lab@sweep/b", "ppo:sb3@tuned",
+        "ppo:lab", "ppo:lab@sweep/a", "ppo:lab@sweep/b", "ppo:sb3@tuned", "ppo:lab@tuned",
     ]  # fmt: skip
-    assert len({e.directory for e in entries}) == 4
+    assert len({e.directory for e in entries}) == 5
     assert entries[1].directory == "ppo-lab-sweep-a"
