@@ -1,0 +1,182 @@
+"""Try reward-model recipes without touching the held-out reviews, and score a trained model
+on the held-out reviews in other ways.
+
+    python experiments/reward_model_recipes.py train [KEY=VALUE ...]
+    python experiments/reward_model_recipes.py score MODEL_DIR [LENGTH ...]
+
+`train` fine-tunes MiniLM as `rl_lab.lm.reward_model` does (the shipped settings unless given:
+steps=160 batch=32 lr=1.5e-4 length=64 pooling=cls) and scores it on `val` reviews held back
+from the *training* split (never trained on, never the held-out split), so recipes can be chosen
+without tuning on the reviews the README reports. `pooling=mean` puts the classifier on the
+mean of the token states (how all-MiniLM-L6-v2 was trained) instead of BERT's [CLS] head.
+`score` reads a saved classifier (e.g. the cache's reward-minilm-sentiment) and prints its
+held-out accuracy for each LENGTH: 256 or more is one head+tail cut of that many tokens (what
+the card reports at 512), less is the mean logit over the review's windows of that length.
+Each result is printed as one JSON line and appended to
+experiments/results/reward_model_recipes.jsonl.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rl_lab.lm.assets import minilm_path
+from rl_lab.lm.prompts import load_reviews
+
+RESULTS = Path(__file__).resolve().parent / "results" / "reward_model_recipes.jsonl"
+DEFAULTS = {"steps": 160, "batch": 32, "lr": 1.5e-4, "length": 64, "pooling": "cls", "val": 1000,
+            "val_length": 512, "warmup": 0.1, "seed": 0}  # fmt: skip
+
+
+def cut(tokenizer, rows, length, rng=None):
+    """[CLS] piece [SEP] per row, padded: a random window (rng given) or head + tail."""
+    keep, out = length - 2, []
+    for ids in rows:
+        if len(ids) > keep and rng is not None:
+            first = int(rng.integers(0, len(ids) - keep + 1))
+            ids = ids[first : first + keep]
+        elif len(ids) > keep:
+            ids = ids[: keep // 2] + ids[len(ids) - (keep - keep // 2) :]
+        out.append([tokenizer.cls_token_id, *ids, tokenizer.sep_token_id])
+    return tokenizer.pad({"input_ids": out}, return_tensors="pt")
+
+
+class MeanPooled(torch.nn.Module):
+    """MiniLM with a linear classifier on the mean of its token states."""
+
+    def __init__(self, base):
+        from transformers import AutoModel
+
+        super().__init__()
+        self.base_model = AutoModel.from_pretrained(base, add_pooling_layer=False)
+        self.dropout, self.out = torch.nn.Dropout(0.1), torch.nn.Linear(384, 2)
+
+    def forward(self, input_ids, attention_mask, **_):
+        states = self.base_model(input_ids=input_ids, attention_mask=attention_mask)
+        mask = attention_mask.unsqueeze(-1).float()
+        mean = (states.last_hidden_state * mask).sum(1) / mask.sum(1)
+        return self.out(self.dropout(mean))
+
+
+def train(settings: dict) -> dict:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    s = {**DEFAULTS, **settings}
+    torch.manual_seed(s["seed"])
+    rng = np.random.default_rng(s["seed"])
+    base = minilm_path()
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    texts, labels = load_reviews("train")
+    positive = np.array([label == "POSITIVE" for label in labels])
+    order = rng.permutation(len(texts))  # the shipped recipe's pool is order[:steps x batch]
+    pool, held_back = order[: s["steps"] * s["batch"]], order[-s["val"] :]
+    if s["pooling"] == "mean":
+        model = MeanPooled(base)
+        logits_of = model
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=2)
+        logits_of = lambda **inputs: model(**inputs).logits  # noqa: E731
+    model.base_model.embeddings.requires_grad_(False)
+
+    started = time.perf_counter()
+    ids = dict(zip(pool.tolist(), tokenizer([texts[i] for i in pool], add_special_tokens=False)[
+        "input_ids"], strict=True))  # fmt: skip
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=s["lr"], weight_decay=0.01
+    )
+    steps, warmup = s["steps"], max(1, round(s["warmup"] * s["steps"]))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda k: min((k + 1) / warmup, (steps - k) / max(1, steps - warmup))
+    )
+    model.train()
+    shuffled, cursor = rng.permutation(pool), 0
+    for _ in range(steps):
+        if cursor + s["batch"] > len(shuffled):
+            shuffled, cursor = rng.permutation(pool), 0
+        batch = shuffled[cursor : cursor + s["batch"]]
+        cursor += s["batch"]
+        inputs = cut(tokenizer, [ids[i] for i in batch], s["length"], rng)
+        target = torch.tensor(positive[batch], dtype=torch.long)
+        torch.nn.functional.cross_entropy(logits_of(**inputs), target).backward()
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+    train_seconds = time.perf_counter() - started
+
+    model.eval()
+    rows = tokenizer([texts[i] for i in held_back], add_special_tokens=False)["input_ids"]
+    predicted = np.zeros(len(rows), dtype=bool)
+    by_length = np.argsort([len(r) for r in rows])
+    with torch.inference_mode():
+        for i in range(0, len(rows), 64):
+            part = by_length[i : i + 64]
+            out = logits_of(**cut(tokenizer, [rows[j] for j in part], s["val_length"]))
+            predicted[part] = out.argmax(-1).numpy() == 1
+    accuracy = float(np.mean(predicted == positive[held_back]))
+    return {"train": s, "validation_accuracy": accuracy, "train_seconds": round(train_seconds, 1),
+            "threads": torch.get_num_threads()}  # fmt: skip
+
+
+def score(model_dir: str, lengths: list[int]) -> list[dict]:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    texts, labels = load_reviews("eval")
+    positive = np.array([label == "POSITIVE" for label in labels])
+    rows = tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+    def logits(pieces, length):
+        order, out = np.argsort([len(p) for p in pieces]), np.zeros((len(pieces), 2))
+        with torch.inference_mode():
+            for i in range(0, len(pieces), 64):
+                part = order[i : i + 64]
+                out[part] = model(**cut(tokenizer, [pieces[j] for j in part], length)).logits
+        return out
+
+    results = []
+    for length in lengths:
+        started = time.perf_counter()
+        if length >= 256:  # one head+tail cut, as the card's accuracy
+            review_logits = logits(rows, length)
+        else:  # every window of the review, their logits averaged
+            keep = length - 2
+            windows = [(k, r[i : i + keep]) for k, r in enumerate(rows)
+                       for i in range(0, max(1, len(r)), keep)]  # fmt: skip
+            owner = np.array([k for k, _ in windows])
+            per_window = logits([w for _, w in windows], length)
+            review_logits = np.stack([np.bincount(owner, per_window[:, j]) for j in (0, 1)], 1)
+        accuracy = float(np.mean((review_logits[:, 1] > review_logits[:, 0]) == positive))
+        results.append({"score": model_dir, "length": length, "held_out_accuracy": accuracy,
+                        "seconds": round(time.perf_counter() - started, 1)})  # fmt: skip
+    return results
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in ("train", "score"):
+        sys.exit(__doc__)
+    if sys.argv[1] == "train":
+        settings = {}
+        for item in sys.argv[2:]:
+            key, _, value = item.partition("=")
+            if key not in DEFAULTS:
+                sys.exit(f"unknown setting {key!r}; known: {', '.join(DEFAULTS)}")
+            settings[key] = type(DEFAULTS[key])(value)
+        results = [train(settings)]
+    else:
+        results = score(sys.argv[2], [int(x) for x in sys.argv[3:]] or [512])
+    with RESULTS.open("a") as file:
+        for result in results:
+            print(json.dumps(result), flush=True)
+            file.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
