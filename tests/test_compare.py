@@ -148,6 +148,7 @@ def test_preset_files_in_one_folder_get_their_own_labels(tmp_path):
     """Two preset files of one folder were both labelled by the folder and shared a run
     directory, so the second entry reused the first one's runs."""
     from rl_lab.compare import parse_entries
+    from rl_lab.errors import UserError
 
     for name in ("a", "b"):
         (tmp_path / "sweep").mkdir(exist_ok=True)
@@ -164,3 +165,9 @@ def test_preset_files_in_one_folder_get_their_own_labels(tmp_path):
     ]  # fmt: skip
     assert len({e.directory for e in entries}) == 5
     assert entries[1].directory == "ppo-lab-sweep-a"
+    (tmp_path / "other" / "sweep").mkdir(parents=True)
+    (tmp_path / "other" / "sweep" / "a.json").write_text('{"run": {}, "algo": {}}')
+    with pytest.raises(UserError, match="share a label"):
+        parse_entries(
+            f"ppo@{tmp_path}/sweep/a.json,ppo@{tmp_path}/other/sweep/a.json", "gym", "acrobot"
+        )

@@ -2,6 +2,7 @@
 directory, with the lab's eval.json, checkpoints and --resume."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -146,14 +147,17 @@ def test_registry_names_each_implementation_and_its_experiment_class():
     assert implementations.names("ppo") == ["lab", "sb3"]
 
 
-@pytest.mark.parametrize("name", ["dqn-acrobot", "dqn-lunarlander", "ppo-acrobot"])
-def test_shipped_rl_zoo3_preset_files_run_through_sb3(name, tmp_path, capsys):
-    """The README's `@rl-zoo3` entries: each file's settings map to SB3 and train a few steps."""
-    from pathlib import Path
+ZOO_FILES = sorted(
+    (Path(__file__).resolve().parent.parent / "experiments/presets/rl-zoo3").glob("*.json")
+)
 
-    algo, task = name.split("-", 1)
-    preset = Path(__file__).resolve().parent.parent / "experiments/presets/rl-zoo3" / f"{name}.json"
-    run_dir = tmp_path / name
+
+@pytest.mark.parametrize("preset", ZOO_FILES, ids=[path.stem for path in ZOO_FILES])
+def test_shipped_rl_zoo3_preset_files_run_through_sb3(preset, tmp_path, capsys):
+    """The README's `@rl-zoo3` entries (ALGO-TASK.json): each file's settings map to SB3 and
+    train a few steps."""
+    algo, task = preset.stem.split("-", 1)
+    run_dir = tmp_path / preset.stem
     status = main([algo, task, "--impl", "sb3", "--preset-file", str(preset), "--total-steps",
                    "256", "--eval-interval", "0", "--run-dir", str(run_dir), *FAST])  # fmt: skip
     assert status == 0, capsys.readouterr().err
