@@ -435,8 +435,22 @@ PRESETS: dict[str, dict[str, dict]] = {
             "normalize_reward": True,
         },
     },
+    "lunarlander": {
+        # rl-zoo3's (LUNARLANDER, experiments/presets/rl-zoo3/ppo-lunarlander.json) with
+        # rollouts of 16 x 256 instead of 16 x 1024, minibatches of 128 (half the gradient
+        # steps per env step), lr 5e-4, evaluation every 10k steps, stop after two solving
+        # evaluations; chosen among four candidates on seeds 0-2, where it trained to solve in
+        # 56-78 s against 87-107 s for the zoo's settings. On held-out seeds it needs as many
+        # steps as the zoo's settings; the gain is cheaper updates (README).
+        "run": {
+            **LUNARLANDER["run"],
+            "eval_interval": 10_000,
+            "stop_when_solved": True,
+            "solved_patience": 2,
+        },
+        "algo": {**LUNARLANDER["algo"], "n_steps": 256, "batch_size": 128, "lr": 5e-4},
+    },
     # rl-zoo3 uses one set of LunarLander settings for both action spaces.
-    "lunarlander": LUNARLANDER,
     "lunarlander-continuous": LUNARLANDER,
 }
 
