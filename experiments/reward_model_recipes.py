@@ -28,23 +28,11 @@ import torch
 
 from rl_lab.lm.assets import minilm_path
 from rl_lab.lm.prompts import load_reviews
+from rl_lab.lm.reward_model import cut_reviews, review_logits
 
 RESULTS = Path(__file__).resolve().parent / "results" / "reward_model_recipes.jsonl"
 DEFAULTS = {"steps": 160, "batch": 32, "lr": 1.5e-4, "length": 64, "pooling": "cls", "val": 1000,
             "val_length": 512, "warmup": 0.1, "seed": 0}  # fmt: skip
-
-
-def cut(tokenizer, rows, length, rng=None):
-    """[CLS] piece [SEP] per row, padded: a random window (rng given) or head + tail."""
-    keep, out = length - 2, []
-    for ids in rows:
-        if len(ids) > keep and rng is not None:
-            first = int(rng.integers(0, len(ids) - keep + 1))
-            ids = ids[first : first + keep]
-        elif len(ids) > keep:
-            ids = ids[: keep // 2] + ids[len(ids) - (keep - keep // 2) :]
-        out.append([tokenizer.cls_token_id, *ids, tokenizer.sep_token_id])
-    return tokenizer.pad({"input_ids": out}, return_tensors="pt")
 
 
 class MeanPooled(torch.nn.Module):
@@ -101,7 +89,7 @@ def train(settings: dict) -> dict:
             shuffled, cursor = rng.permutation(pool), 0
         batch = shuffled[cursor : cursor + s["batch"]]
         cursor += s["batch"]
-        inputs = cut(tokenizer, [ids[i] for i in batch], s["length"], rng)
+        inputs = cut_reviews(tokenizer, [ids[i] for i in batch], s["length"], rng)
         target = torch.tensor(positive[batch], dtype=torch.long)
         torch.nn.functional.cross_entropy(logits_of(**inputs), target).backward()
         optimizer.step()
@@ -111,13 +99,7 @@ def train(settings: dict) -> dict:
 
     model.eval()
     rows = tokenizer([texts[i] for i in held_back], add_special_tokens=False)["input_ids"]
-    predicted = np.zeros(len(rows), dtype=bool)
-    by_length = np.argsort([len(r) for r in rows])
-    with torch.inference_mode():
-        for i in range(0, len(rows), 64):
-            part = by_length[i : i + 64]
-            out = logits_of(**cut(tokenizer, [rows[j] for j in part], s["val_length"]))
-            predicted[part] = out.argmax(-1).numpy() == 1
+    predicted = review_logits(logits_of, tokenizer, rows, s["val_length"], 64).argmax(-1) == 1
     accuracy = float(np.mean(predicted == positive[held_back]))
     return {"train": s, "validation_accuracy": accuracy, "train_seconds": round(train_seconds, 1),
             "threads": torch.get_num_threads()}  # fmt: skip
@@ -133,26 +115,21 @@ def score(model_dir: str, lengths: list[int]) -> list[dict]:
     rows = tokenizer(texts, add_special_tokens=False)["input_ids"]
 
     def logits(pieces, length):
-        order, out = np.argsort([len(p) for p in pieces]), np.zeros((len(pieces), 2))
-        with torch.inference_mode():
-            for i in range(0, len(pieces), 64):
-                part = order[i : i + 64]
-                out[part] = model(**cut(tokenizer, [pieces[j] for j in part], length)).logits
-        return out
+        return review_logits(lambda **inputs: model(**inputs).logits, tokenizer, pieces, length, 64)
 
     results = []
     for length in lengths:
         started = time.perf_counter()
         if length >= 256:  # one head+tail cut, as the card's accuracy
-            review_logits = logits(rows, length)
+            per_review = logits(rows, length)
         else:  # every window of the review, their logits averaged
             keep = length - 2
             windows = [(k, r[i : i + keep]) for k, r in enumerate(rows)
                        for i in range(0, max(1, len(r)), keep)]  # fmt: skip
             owner = np.array([k for k, _ in windows])
             per_window = logits([w for _, w in windows], length)
-            review_logits = np.stack([np.bincount(owner, per_window[:, j]) for j in (0, 1)], 1)
-        accuracy = float(np.mean((review_logits[:, 1] > review_logits[:, 0]) == positive))
+            per_review = np.stack([np.bincount(owner, per_window[:, j]) for j in (0, 1)], 1)
+        accuracy = float(np.mean((per_review[:, 1] > per_review[:, 0]) == positive))
         results.append({"score": model_dir, "length": length, "held_out_accuracy": accuracy,
                         "seconds": round(time.perf_counter() - started, 1)})  # fmt: skip
     return results

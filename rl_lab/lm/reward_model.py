@@ -125,20 +125,6 @@ def fit_reward_model(
         train_ids = tokenizer([texts[i] for i in pool], add_special_tokens=False)["input_ids"]
         train_ids = dict(zip(pool.tolist(), train_ids, strict=True))
 
-        def encode(rows: list[list[int]], length: int, window: bool):
-            """[CLS] piece [SEP] per row, padded: a random window of `length` tokens when
-            training on windows, else head + tail (a review's verdict is often in its last
-            lines)."""
-            keep, out = length - 2, []
-            for ids in rows:
-                if len(ids) > keep and window:
-                    first = int(rng.integers(0, len(ids) - keep + 1))
-                    ids = ids[first : first + keep]
-                elif len(ids) > keep:
-                    ids = ids[: keep // 2] + ids[len(ids) - (keep - keep // 2) :]
-                out.append([tokenizer.cls_token_id, *ids, tokenizer.sep_token_id])
-            return tokenizer.pad({"input_ids": out}, return_tensors="pt").to(cfg.device)
-
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
         warmup = max(1, round(cfg.warmup * cfg.steps))
@@ -160,7 +146,12 @@ def fit_reward_model(
             target = torch.tensor(
                 [labels[i] == "POSITIVE" for i in batch], dtype=torch.long, device=cfg.device
             )
-            inputs = encode([train_ids[i] for i in batch], cfg.max_length, cfg.windows)
+            inputs = cut_reviews(
+                tokenizer,
+                [train_ids[i] for i in batch],
+                cfg.max_length,
+                rng if cfg.windows else None,
+            ).to(cfg.device)
             loss = model(**inputs, labels=target).loss
             loss.backward()
             optimizer.step()
@@ -173,13 +164,15 @@ def fit_reward_model(
         log(f"scoring {len(eval_texts)} held-out reviews")
         model.eval()
         eval_ids = tokenizer(eval_texts, add_special_tokens=False)["input_ids"]
-        by_length = np.argsort([len(ids) for ids in eval_ids])  # batches of alike lengths pad less
-        predicted = np.zeros(len(eval_ids), dtype=np.int64)
-        with torch.inference_mode():
-            for i in range(0, len(by_length), cfg.eval_batch_size):
-                rows = by_length[i : i + cfg.eval_batch_size]
-                inputs = encode([eval_ids[j] for j in rows], cfg.eval_max_length, window=False)
-                predicted[rows] = model(**inputs).logits.argmax(-1).cpu().numpy()
+        logits = review_logits(
+            lambda **inputs: model(**inputs).logits,
+            tokenizer,
+            eval_ids,
+            cfg.eval_max_length,
+            cfg.eval_batch_size,
+            cfg.device,
+        )
+        predicted = logits.argmax(-1)
     truth = np.array([label == "POSITIVE" for label in eval_labels])
     accuracy = float(np.mean((predicted == 1) == truth))
     card = {
@@ -210,3 +203,43 @@ def fit_reward_model(
     (Path(out_dir) / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
     log(f"held-out accuracy {accuracy:.3f} on {len(eval_texts)} reviews")
     return card
+
+
+def cut_reviews(tokenizer, rows: list[list[int]], length: int, rng=None):
+    """[CLS] piece [SEP] per row of token ids, padded: a random window of `length` tokens when
+    `rng` is given (training on windows), else head + tail (a review's verdict is often in its
+    last lines)."""
+    keep, out = length - 2, []
+    for ids in rows:
+        if len(ids) > keep and rng is not None:
+            first = int(rng.integers(0, len(ids) - keep + 1))
+            ids = ids[first : first + keep]
+        elif len(ids) > keep:
+            ids = ids[: keep // 2] + ids[len(ids) - (keep - keep // 2) :]
+        out.append([tokenizer.cls_token_id, *ids, tokenizer.sep_token_id])
+    return tokenizer.pad({"input_ids": out}, return_tensors="pt")
+
+
+def review_logits(
+    logits_of: Callable,
+    tokenizer,
+    rows: list[list[int]],
+    length: int,
+    batch_size: int,
+    device: str = "cpu",
+) -> np.ndarray:
+    """`logits_of(**inputs)` for every row cut to `length` (head + tail), in row order, as a
+    float array; rows go in batches of alike lengths, which pad less."""
+    import torch
+
+    by_length = np.argsort([len(ids) for ids in rows])
+    chunks = []
+    with torch.inference_mode():
+        for i in range(0, len(rows), batch_size):
+            part = [rows[j] for j in by_length[i : i + batch_size]]
+            inputs = cut_reviews(tokenizer, part, length).to(device)
+            chunks.append(logits_of(**inputs).float().cpu().numpy())
+    in_length_order = np.concatenate(chunks)
+    logits = np.empty_like(in_length_order)
+    logits[by_length] = in_length_order
+    return logits
