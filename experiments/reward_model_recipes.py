@@ -9,6 +9,8 @@ steps=160 batch=32 lr=1.5e-4 length=64 pooling=cls) and scores it on `val` revie
 from the *training* split (never trained on, never the held-out split), so recipes can be chosen
 without tuning on the reviews the README reports. `pooling=mean` puts the classifier on the
 mean of the token states (how all-MiniLM-L6-v2 was trained) instead of BERT's [CLS] head.
+`bf16=1` runs training and validation under bfloat16 autocast (what the shipped model does where
+the CPU has bf16 instructions), `freeze=N` also freezes MiniLM's lowest N encoder layers.
 `score` reads a saved classifier (e.g. the cache's reward-minilm-sentiment) and prints its
 held-out accuracy for each LENGTH: 256 or more is one head+tail cut of that many tokens (what
 the card reports at 512), less is the mean logit over the review's windows of that length.
@@ -32,7 +34,7 @@ from rl_lab.lm.reward_model import cut_reviews, review_logits
 
 RESULTS = Path(__file__).resolve().parent / "results" / "reward_model_recipes.jsonl"
 DEFAULTS = {"steps": 160, "batch": 32, "lr": 1.5e-4, "length": 64, "pooling": "cls", "val": 1000,
-            "val_length": 512, "warmup": 0.1, "seed": 0}  # fmt: skip
+            "val_length": 512, "warmup": 0.1, "seed": 0, "bf16": 0, "freeze": 0}  # fmt: skip
 
 
 class MeanPooled(torch.nn.Module):
@@ -71,6 +73,9 @@ def train(settings: dict) -> dict:
         model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=2)
         logits_of = lambda **inputs: model(**inputs).logits  # noqa: E731
     model.base_model.embeddings.requires_grad_(False)
+    for layer in model.base_model.encoder.layer[: s["freeze"]]:  # the lowest `freeze` layers
+        layer.requires_grad_(False)
+    bf16 = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(s["bf16"]))
 
     started = time.perf_counter()
     ids = dict(zip(pool.tolist(), tokenizer([texts[i] for i in pool], add_special_tokens=False)[
@@ -91,18 +96,22 @@ def train(settings: dict) -> dict:
         cursor += s["batch"]
         inputs = cut_reviews(tokenizer, [ids[i] for i in batch], s["length"], rng)
         target = torch.tensor(positive[batch], dtype=torch.long)
-        torch.nn.functional.cross_entropy(logits_of(**inputs), target).backward()
+        with bf16:
+            loss = torch.nn.functional.cross_entropy(logits_of(**inputs).float(), target)
+        loss.backward()
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
     train_seconds = time.perf_counter() - started
 
     model.eval()
+    started = time.perf_counter()
     rows = tokenizer([texts[i] for i in held_back], add_special_tokens=False)["input_ids"]
-    predicted = review_logits(logits_of, tokenizer, rows, s["val_length"], 64).argmax(-1) == 1
+    with bf16:
+        predicted = review_logits(logits_of, tokenizer, rows, s["val_length"], 64).argmax(-1) == 1
     accuracy = float(np.mean(predicted == positive[held_back]))
     return {"train": s, "validation_accuracy": accuracy, "train_seconds": round(train_seconds, 1),
-            "threads": torch.get_num_threads()}  # fmt: skip
+            "val_seconds": round(time.perf_counter() - started, 1), "threads": torch.get_num_threads()}  # fmt: skip
 
 
 def score(model_dir: str, lengths: list[int]) -> list[dict]:

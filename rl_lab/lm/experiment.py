@@ -477,7 +477,8 @@ def reward_model_lines(card: dict | None) -> list[str]:
         f"{card.get('held_out', '?')}. Trained on {card.get('train_examples', '?')} "
         f"{card.get('train_data', '?')}; {card.get('steps', '?')} steps in "
         f"{card.get('seconds', float('nan')):.0f} s ({card.get('cpu_seconds', float('nan')):.0f} "
-        f"CPU s, load average {card.get('load_average', float('nan')):.1f}). Base: "
+        f"CPU s, load average {card.get('load_average', float('nan')):.1f}"
+        f"{', bf16 autocast' if card.get('bf16') else ''}). Base: "
         f"{card.get('base', '?')}; settings: `{json.dumps(card.get('config', {}))}`.",
         "",
     ]

