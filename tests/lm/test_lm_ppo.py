@@ -345,5 +345,7 @@ def test_gradient_accumulation_gives_the_update_of_whole_minibatches(tokenizer):
         rollout_with_scores(agent, PROMPTS, np.linspace(-1.0, 1.0, len(PROMPTS)))
         assert agent.update()["charts/gradient_steps"] == len(PROMPTS) // 4
         params.append([p.detach().clone() for p in agent.policy.parameters()])
+    # Summing in another order moves fp32 results by ~1e-6 after Adam steps of 1e-2 (seen on an
+    # AVX512/AMX machine); a micro-batch weighted wrongly turns the update by about the lr.
     for a, b in zip(*params):
-        assert torch.allclose(a, b, atol=1e-6)
+        assert torch.allclose(a, b, atol=1e-5)
