@@ -34,14 +34,18 @@ def launch(*args, processes: int = 2, cwd=None) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", CPU_CONFIG]
     command += ["--num_processes", processes, "--main_process_port", free_port(), *args]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        list(map(str, command)),
-        cwd=cwd or ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    try:
+        return subprocess.run(
+            list(map(str, command)),
+            cwd=cwd or ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    except subprocess.TimeoutExpired as hung:  # a deadlock: show what the processes printed
+        printed = (hung.stdout or "") + (hung.stderr or "")
+        pytest.fail(f"the launch did not end in 300 s; it printed:\n{printed[-3000:]}")
 
 
 @pytest.fixture(scope="module")
