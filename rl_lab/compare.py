@@ -355,6 +355,16 @@ def eval_curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.array([p[0] for p in points], float), np.array([p[1] for p in points], float)
 
 
+def training_reward_curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(completions, mean reward of that step's training completions) of a text run: its
+    held-out evaluations come only before and after training, too few points for a curve."""
+    from rl_lab.logging import read_metrics
+
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    points = sorted((r["step"], r["charts/mean_reward"]) for r in rows if "charts/mean_reward" in r)
+    return np.array([p[0] for p in points], float), np.array([p[1] for p in points], float)
+
+
 def iqm_curve(curves: list[tuple[np.ndarray, np.ndarray]], seed: int = 0):
     """IQM across runs on a shared grid of steps, with a 95% bootstrap band.
 
@@ -517,8 +527,9 @@ def write_curves(path: Path, out: Path, entries, seeds, task) -> None:
 
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     for entry in entries:
+        curve_of = eval_curve if task.kind == "gym" else training_reward_curve
         curves = [
-            eval_curve(out / entry.directory / f"s{seed}")
+            curve_of(out / entry.directory / f"s{seed}")
             for seed in seeds
             if (out / entry.directory / f"s{seed}" / "eval.json").is_file()
         ]
@@ -532,7 +543,7 @@ def write_curves(path: Path, out: Path, entries, seeds, task) -> None:
     if task.solved_at is not None:
         ax.axhline(task.solved_at, color="gray", linestyle="--", linewidth=1, label="solved")
     ax.set_xlabel("env steps" if task.kind == "gym" else "completions")
-    ax.set_ylabel("evaluation return" if task.kind == "gym" else "evaluation reward")
+    ax.set_ylabel("evaluation return" if task.kind == "gym" else "training reward (step mean)")
     ax.set_title(f"{task.name}: IQM across seeds, 95% bootstrap band")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)

@@ -88,7 +88,7 @@ def test_bad_compare_input_is_one_line(args, message, tmp_path, capsys):
 
 def test_text_runs_report_their_after_metrics(tmp_path):
     """The report reads text runs' eval.json (before/after held-out metrics) the same way."""
-    from rl_lab.compare import Entry, write_report
+    from rl_lab.compare import Entry, training_reward_curve, write_report
     from rl_lab.registry import get_task
 
     entries = [Entry("ppo", "lab"), Entry("grpo", "trl")]
@@ -103,7 +103,8 @@ def test_text_runs_report_their_after_metrics(tmp_path):
             report = {"before": {**metrics, "mean_reward": 0.0}, "after": metrics,
                       "wall_seconds": 10.0 + seed, "completions": 64, "timers": {}}  # fmt: skip
             (run_dir / "eval.json").write_text(json.dumps(report))
-            rows = [{"step": 32, "eval/mean_return": 0.1}, {"step": 64, "eval/mean_return": 0.3}]
+            rows = [{"step": 64, "charts/mean_reward": base}, {"step": 32, "charts/kl": 1.0},
+                    {"step": 32, "charts/mean_reward": seed / 1000}]  # fmt: skip
             (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     report = write_report(tmp_path, entries, [100, 101], get_task("sentiment"), "compare ...")
     lab = report["results"]["ppo:lab"]
@@ -114,6 +115,9 @@ def test_text_runs_report_their_after_metrics(tmp_path):
     assert report["probability_of_improvement"]["P(ppo:lab > grpo:trl)"]["point"] == 1.0
     assert "solved" not in report["markdown_table"]
     assert (tmp_path / "curves.png").is_file()
+    # Text runs evaluate only before and after: curves.png draws their training reward.
+    steps, rewards = training_reward_curve(tmp_path / entries[0].directory / "s101")
+    assert steps.tolist() == [32, 64] and rewards.tolist() == [0.101, 0.5]
 
 
 def test_compare_through_a_local_ray_with_a_preset_file(tmp_path, capsys):
