@@ -341,16 +341,14 @@ def run_numbers(run_dir: Path, kind: str) -> dict:
 
 
 def eval_curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, returns) of a run's evaluations, ending with its final evaluation."""
+    """(steps, returns) of a Gym run's evaluations, ending with its final evaluation."""
     from rl_lab.logging import read_metrics
 
     rows = read_metrics(run_dir / "metrics.jsonl")
     points = [(r["step"], r["eval/mean_return"]) for r in rows if "eval/mean_return" in r]
     report = json.loads((run_dir / "eval.json").read_text())
-    final_step = report.get("env_steps", report.get("completions", 0))
-    final = report.get("mean_return", report.get("after", {}).get("mean_reward"))
-    if final is not None:
-        points.append((final_step, final))
+    if report.get("mean_return") is not None:
+        points.append((report.get("env_steps", 0), report["mean_return"]))
     points.sort()
     return np.array([p[0] for p in points], float), np.array([p[1] for p in points], float)
 
