@@ -44,7 +44,11 @@ def launch(*args, processes: int = 2, cwd=None) -> subprocess.CompletedProcess:
             timeout=300,
         )
     except subprocess.TimeoutExpired as hung:  # a deadlock: show what the processes printed
-        printed = (hung.stdout or "") + (hung.stderr or "")
+        # On a timeout subprocess may hand back raw bytes (or None), whatever text= said.
+        printed = "".join(
+            part.decode(errors="replace") if isinstance(part, bytes) else part or ""
+            for part in (hung.stdout, hung.stderr)
+        )
         pytest.fail(f"the launch did not end in 300 s; it printed:\n{printed[-3000:]}")
 
 
