@@ -342,24 +342,29 @@ def run_numbers(run_dir: Path, kind: str) -> dict:
 
 def eval_curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """(steps, returns) of a Gym run's evaluations, ending with its final evaluation."""
-    from rl_lab.logging import read_metrics
-
-    rows = read_metrics(run_dir / "metrics.jsonl")
-    points = [(r["step"], r["eval/mean_return"]) for r in rows if "eval/mean_return" in r]
+    points = logged_points(run_dir, "eval/mean_return")
     report = json.loads((run_dir / "eval.json").read_text())
     if report.get("mean_return") is not None:
         points.append((report.get("env_steps", 0), report["mean_return"]))
-    points.sort()
-    return np.array([p[0] for p in points], float), np.array([p[1] for p in points], float)
+    return as_curve(points)
 
 
 def training_reward_curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """(completions, mean reward of that step's training completions) of a text run: its
     held-out evaluations come only before and after training, too few points for a curve."""
-    from rl_lab.logging import read_metrics
+    return as_curve(logged_points(run_dir, "charts/mean_reward"))
 
-    rows = read_metrics(run_dir / "metrics.jsonl")
-    points = sorted((r["step"], r["charts/mean_reward"]) for r in rows if "charts/mean_reward" in r)
+
+def logged_points(run_dir: Path, key: str) -> list[tuple]:
+    """(step, value) of every row of a run's metrics.jsonl that logged `key`."""
+    from rl_lab.logging import logged, read_metrics
+
+    return logged(read_metrics(run_dir / "metrics.jsonl"), key)
+
+
+def as_curve(points: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) arrays of (step, value) points, in step order."""
+    points = sorted(points)
     return np.array([p[0] for p in points], float), np.array([p[1] for p in points], float)
 
 
@@ -524,8 +529,8 @@ def write_curves(path: Path, out: Path, entries, seeds, task) -> None:
     from rl_lab.report import save_figure
 
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    curve_of = eval_curve if task.kind == "gym" else training_reward_curve
     for entry in entries:
-        curve_of = eval_curve if task.kind == "gym" else training_reward_curve
         curves = [
             curve_of(out / entry.directory / f"s{seed}")
             for seed in seeds

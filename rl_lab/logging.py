@@ -65,3 +65,8 @@ def read_metrics(path: Path) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return rows
+
+
+def logged(rows: list[dict], key: str) -> list[tuple]:
+    """(step, value) of every metrics row that logged `key`, in file order."""
+    return [(row["step"], row[key]) for row in rows if key in row]

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from rl_lab.checkpoint import atomic_write_text
+from rl_lab.logging import logged
 
 
 def save_figure(fig, path: Path, dpi: int | None = None) -> None:
@@ -26,10 +27,8 @@ def write_curve(path: Path, rows: list[dict], title: str, solved_at: float | Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    episodes = [
-        (r["step"], r["charts/episodic_return"]) for r in rows if "charts/episodic_return" in r
-    ]
-    evals = [(r["step"], r["eval/mean_return"]) for r in rows if "eval/mean_return" in r]
+    episodes = logged(rows, "charts/episodic_return")
+    evals = logged(rows, "eval/mean_return")
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     if episodes:
         steps, returns = map(np.asarray, zip(*episodes))
@@ -66,7 +65,7 @@ def write_lm_curve(
     for row in rows:
         if "charts/episodic_return" in row:
             by_step.setdefault(row["step"], []).append(row["charts/episodic_return"])
-    kl = [(r["step"], r["charts/kl"]) for r in rows if "charts/kl" in r]
+    kl = logged(rows, "charts/kl")
     last = max([*by_step, *(s for s, _ in kl), 0])
     held_out = [(0, before)]
     held_out += [
