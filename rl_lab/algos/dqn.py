@@ -310,9 +310,21 @@ PRESETS: dict[str, dict[str, dict]] = {
         },
     },
     "lunarlander": {
-        "run": {"total_steps": 200_000, "eval_interval": 20_000, "eval_episodes": 10},
+        # rl-zoo3's settings with a 128x128 net (a cheaper gradient step than 256x256) at lr
+        # 1e-3, and 3-step returns, which bought most of the sample efficiency; evaluated on the
+        # zoo's 10k-step clock, stopping after two solving evaluations (one let policies that
+        # had just scraped 200 through). On seeds 0-5: IQM 55 s and 118k steps to solve, 5 of 6
+        # seeds, against 118 s and 160k (seeds 0-2) for the zoo's net and 1-step returns
+        # (experiments/results/compare/dqn-lunarlander-tuning*/).
+        "run": {
+            "total_steps": 200_000,
+            "eval_interval": 10_000,
+            "eval_episodes": 10,
+            "stop_when_solved": True,
+            "solved_patience": 2,
+        },
         "algo": {
-            "lr": 6.3e-4,
+            "lr": 1e-3,
             "batch_size": 128,
             "buffer_size": 50_000,
             "learning_starts": 1_000,
@@ -321,8 +333,8 @@ PRESETS: dict[str, dict[str, dict]] = {
             "target_update_interval": 250,
             "exploration_fraction": 0.12,
             "epsilon_end": 0.1,
-            "hidden": (256, 256),
-            "n_step": 1,
+            "hidden": (128, 128),
+            "n_step": 3,
         },
     },
 }
