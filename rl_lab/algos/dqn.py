@@ -27,7 +27,8 @@ from rl_lab.search import Choice, Range
 
 @dataclass
 class DQNConfig:
-    """DQN hyperparameters (defaults tuned on CartPole; its preset adds 10-step returns)."""
+    """DQN hyperparameters (defaults: rl-zoo3's CartPole settings; the cartpole preset changes
+    the update rate, the learning rate and the returns)."""
 
     lr: float = option(2.3e-3, "Adam learning rate", min=0.0, search=Range(1e-4, 1e-2, log=True))
     batch_size: int = option(
