@@ -41,6 +41,14 @@ class EvalResult:
         }
 
 
+def episode_seeds(seed: int, episodes: int) -> list[int]:
+    """The reset seed of each episode of an evaluation, drawn from `seed` by numpy's
+    SeedSequence. Not seed + j: two runs whose seeds differ by one would then share all but one
+    of their evaluation episodes (run 100's episodes 1-9 are run 101's 0-8), and the seeds of a
+    `compare` would not be independent tests."""
+    return [int(s) for s in np.random.SeedSequence(seed).generate_state(episodes)]
+
+
 def evaluate(
     policy: Callable[[np.ndarray], np.ndarray],
     env_fn: Callable,
@@ -49,7 +57,7 @@ def evaluate(
     parallel: int = 10,
     frame_sink: Callable | None = None,
 ) -> EvalResult:
-    """Run `episodes` episodes; episode j starts from env.reset(seed=seed + j).
+    """Run `episodes` episodes; episode j starts from env.reset(seed=episode_seeds(seed)[j]).
 
     Up to `parallel` envs run side by side so the policy acts on a batch, but every episode
     keeps its own seed, so the result does not depend on `parallel`. `frame_sink(frame)`,
@@ -59,7 +67,8 @@ def evaluate(
     env_list = [env_fn() for _ in range(count)]
     returns, lengths = [0.0] * episodes, [0] * episodes
     assigned = list(range(count))  # episode index each env is running, or None when idle
-    observations = [env.reset(seed=seed + j)[0] for env, j in zip(env_list, assigned)]
+    seeds = episode_seeds(seed, episodes)
+    observations = [env.reset(seed=seeds[j])[0] for env, j in zip(env_list, assigned)]
     next_episode = count
     try:
         while any(j is not None for j in assigned):
@@ -75,7 +84,7 @@ def evaluate(
                 if terminated or truncated:
                     if next_episode < episodes:
                         assigned[i] = next_episode
-                        observations[i] = env_list[i].reset(seed=seed + next_episode)[0]
+                        observations[i] = env_list[i].reset(seed=seeds[next_episode])[0]
                         next_episode += 1
                     else:
                         assigned[i] = None

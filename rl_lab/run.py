@@ -164,6 +164,8 @@ def cmd_eval(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.episodes is not None and args.episodes < 1:
         raise UserError(f"--episodes must be at least 1, got {args.episodes}")
+    if args.seed is not None and args.seed < 0:
+        raise UserError(f"--seed must be at least 0, got {args.seed}")
     from rl_lab.runner import evaluate_run_dir
 
     evaluate_run_dir(args.run_dir, args.episodes, args.seed, args.video)

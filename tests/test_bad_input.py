@@ -33,6 +33,7 @@ def assert_user_error(result, *words):
         (["dqn", "cartpole", "--bogus-flag", "1"], ["unrecognized arguments"]),
         (["dqn", "pendulum"], ["discrete action space", "use ppo"]),
         (["eval", "does/not/exist"], ["not a run directory"]),
+        (["eval", "does/not/exist", "--seed", "-1"], ["--seed must be at least 0"]),
         (["--resume", "does/not/exist"], ["not a run directory"]),
     ],
 )
