@@ -137,6 +137,8 @@ def ppo_arguments(c: PPOConfig, num_envs: int) -> tuple[dict, list[str]]:
         vf_coef=c.vf_coef / 2,
         max_grad_norm=no_clip(c.max_grad_norm),
         target_kl=c.target_kl or None,
+        use_sde=c.use_sde,
+        sde_sample_freq=c.sde_sample_freq,
         policy_kwargs=dict(
             net_arch=dict(pi=list(c.hidden), vf=list(c.hidden)),
             activation_fn=ACTIVATIONS[c.activation],

@@ -94,6 +94,20 @@ def test_sb3_resume_continues_from_the_checkpoint(tmp_path, capsys):
     assert json.loads((run_dir / "reeval.json").read_text())["episodes"] == 2
 
 
+def test_sb3_ppo_runs_rl_zoo3s_gsde_exploration(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    args = ["ppo", "pendulum", "--impl", "sb3", "--use-sde", "--sde-sample-freq", "4",
+            "--total-steps", "128", "--num-envs", "2", "--n-steps", "32", "--batch-size", "32",
+            "--n-epochs", "1", "--eval-interval", "0", "--checkpoint-interval", "64",
+            "--run-dir", str(run_dir), *FAST]  # fmt: skip
+    assert main(args) == 0, capsys.readouterr().err
+    arguments = json.loads((run_dir / "config.json").read_text())["sb3"]["arguments"]
+    assert arguments["use_sde"] is True and arguments["sde_sample_freq"] == 4
+    status = main(["--resume", str(run_dir), "--total-steps", "256", "--no-dashboard"])
+    assert status == 0, capsys.readouterr().err  # gSDE's log-std matrix checkpoints and loads
+    assert json.loads((run_dir / "eval.json").read_text())["env_steps"] == 256
+
+
 @pytest.mark.parametrize("obs_flag", ["--normalize-obs", "--no-normalize-obs"])
 def test_sb3_ppo_checkpoints_and_resumes_its_normalisation(obs_flag, tmp_path, capsys):
     # Pendulum's preset normalises rewards only: VecNormalize then has no observation statistics
@@ -114,6 +128,7 @@ def test_sb3_ppo_checkpoints_and_resumes_its_normalisation(obs_flag, tmp_path, c
         (["dqn", "cartpole", "--impl", "sb3", "--dueling"], "no dueling head"),
         (["dqn", "cartpole", "--impl", "sb3", "--prioritized"], "no prioritized replay"),
         (["ppo", "cartpole", "--impl", "sb3", "--shared-trunk"], "no shared trunk"),
+        (["ppo", "pendulum", "--use-sde"], "the lab's PPO has no gSDE"),
         (["dqn", "cartpole", "--impl", "trl"], "dqn has no implementation 'trl'"),
         (["ppo", "sentiment", "--impl", "sb3"], "does not run text tasks"),
     ],

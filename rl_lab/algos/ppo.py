@@ -91,6 +91,14 @@ class PPOConfig:
     activation: str = option("tanh", "hidden activation", choices=("relu", "tanh", "gelu"))
     shared_trunk: bool = option(False, "one trunk for policy and value instead of two")
     log_std_init: float = option(0.0, "initial log std of Gaussian (Box) policies")
+    use_sde: bool = option(
+        False,
+        "gSDE: Box exploration noise linear in the policy's features, its weights resampled "
+        "every --sde-sample-freq steps (Stable-Baselines3's; --impl sb3 only)",
+    )
+    sde_sample_freq: int = option(
+        -1, "with --use-sde: env steps between noise resamples (-1: once per rollout)", min=-1
+    )
     adam_eps: float = option(1e-5, "Adam epsilon", min=0.0)
     optimizer: str = option(
         "flat",
@@ -131,6 +139,11 @@ class PPOAgent:
     ):
         c = config
         require_box(observation_space, "ppo")
+        if c.use_sde:
+            raise UserError(
+                "--use-sde: the lab's PPO has no gSDE exploration; run it with --impl sb3 "
+                "or drop --use-sde"
+            )
         rollout = c.n_steps * num_envs
         if c.batch_size > rollout:
             raise UserError(
