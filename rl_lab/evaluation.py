@@ -57,7 +57,7 @@ def evaluate(
     parallel: int = 10,
     frame_sink: Callable | None = None,
 ) -> EvalResult:
-    """Run `episodes` episodes; episode j starts from env.reset(seed=episode_seeds(seed)[j]).
+    """Run `episodes` episodes; episode j starts from env.reset(seed=episode_seeds(seed, episodes)[j]).
 
     Up to `parallel` envs run side by side so the policy acts on a batch, but every episode
     keeps its own seed, so the result does not depend on `parallel`. `frame_sink(frame)`,

@@ -478,9 +478,8 @@ PRESETS: dict[str, dict[str, dict]] = {
 # The LunarLander preset (rl-zoo3 uses one set of settings for both action spaces), stopping
 # after three solving evaluations (picked when LunarLander's stopped after two): with two,
 # policies that had just reached 200 ended at a final return of 177 (IQM, seeds 10-13), with
-# three 236. On seeds 10-13 it solved in an IQM of
-# 11.3 s against 35.7 s for the zoo's settings on the same clock
-# (experiments/results/compare/ppo-lunarlander-continuous-tuning/).
+# three 236. On seeds 10-13 it solved in an IQM of 11.3 s against 35.7 s for the zoo's settings
+# on the same clock (experiments/results/compare/ppo-lunarlander-continuous-tuning/).
 PRESETS["lunarlander-continuous"] = {
     "run": {**PRESETS["lunarlander"]["run"], "solved_patience": 3},
     "algo": dict(PRESETS["lunarlander"]["algo"]),
