@@ -3,7 +3,9 @@
 Each env step is a whole one-step episode for `num_envs` prompts at once: `reset` hands out a
 batch of prompts, the agent answers with one completion per prompt, and `step` scores each
 completion (or prompt + completion, the classic setup) with the reward function, ends every
-episode (terminated) and hands out the next batch. Prompts are drawn without replacement from a seeded shuffle, a new shuffle per pass.
+episode (terminated) and hands out the next batch. Prompts are drawn without replacement from a
+seeded shuffle, a new shuffle per pass. With `repeats` K each drawn prompt fills K neighbouring
+slots of the batch, so an agent can compare K completions of one prompt (a group baseline).
 """
 
 from __future__ import annotations
@@ -22,11 +24,15 @@ class TextEnv:
         reward: Callable[[list[str]], np.ndarray],
         num_envs: int,
         score_prompt: bool = False,
+        repeats: int = 1,
     ):
         if not prompts:
             raise ValueError("TextEnv needs at least one prompt")
+        if repeats < 1 or num_envs % repeats:
+            raise ValueError(f"num_envs {num_envs} must be a multiple of repeats {repeats}")
         self.prompts = list(prompts)
         self.reward, self.num_envs, self.score_prompt = reward, num_envs, score_prompt
+        self.repeats = repeats
         self.rng = np.random.default_rng(0)
         self.order: list[int] = []
         self.obs: np.ndarray | None = None
@@ -36,7 +42,7 @@ class TextEnv:
         while len(batch) < self.num_envs:
             if not self.order:
                 self.order = self.rng.permutation(len(self.prompts)).tolist()
-            batch.append(self.prompts[self.order.pop()])
+            batch += [self.prompts[self.order.pop()]] * self.repeats
         return np.array(batch, dtype=object)
 
     def reset(self, seed: int | None = None, options: dict | None = None):

@@ -137,6 +137,11 @@ class Experiment:
                 f"{self.world} processes x --grad-accum {c.grad_accum}: each process takes an "
                 "equal share of every minibatch"
             )
+        if (rc.num_envs // self.world) % c.completions_per_prompt:
+            raise UserError(
+                f"--num-envs {rc.num_envs} over {self.world} processes must give each process "
+                f"a multiple of --completions-per-prompt {c.completions_per_prompt}"
+            )
         pretrained, self.tokenizer, self.reward, self.train_prompts, self.eval_prompts = (
             load_text_task(c, rc)
         )
@@ -145,7 +150,11 @@ class Experiment:
         # loop counts this process's completions (per_iteration), --num-envs all of them.
         self.per_iteration = rc.num_envs // self.world
         self.env = TextEnv(
-            distributed.shard(self.train_prompts), self.reward, self.per_iteration, c.score_prompt
+            distributed.shard(self.train_prompts),
+            self.reward,
+            self.per_iteration,
+            c.score_prompt,
+            repeats=c.completions_per_prompt,
         )
         self.run = RunContext(
             self.agent,

@@ -78,6 +78,13 @@ class Config:
         "whiten each score with the running mean and std of every score so far (all "
         "processes), so that the KL coefficient means the same on any reward's scale",
     )
+    completions_per_prompt: int = option(
+        1,
+        "completions sampled per prompt in each batch (--num-envs counts completions); above 1 "
+        "each score is centred on the mean of its prompt's other completions (leave-one-out, "
+        "as RLOO does): a per-prompt baseline the value head does not have to learn",
+        min=1,
+    )
     max_grad_norm: float = option(1.0, "gradient clipping norm (0: off)", min=0.0)
     trainable_layers: int = option(
         0,
@@ -199,6 +206,14 @@ class KLController:
         # Proportional control, error clipped to +-20% so a single noisy batch can't swing it.
         error = float(np.clip(kl / self.target - 1.0, -0.2, 0.2))
         self.coef *= 1.0 + error * n_completions / self.horizon
+
+
+def centre_on_group(scores: torch.Tensor, group: int) -> torch.Tensor:
+    """Each score minus the mean of the other completions of its prompt; the batch holds each
+    prompt's `group` completions side by side (envs.text.TextEnv's repeats)."""
+    grouped = scores.view(-1, group)
+    others = (grouped.sum(1, keepdim=True) - grouped) / (group - 1)
+    return (grouped - others).reshape(-1)
 
 
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -409,6 +424,8 @@ class LMPPOAgent:
         if c.normalize_scores:
             self.scores.update(scores, self.all_sum)
             scores = self.scores.whiten(scores).to(scores.dtype)
+        if c.completions_per_prompt > 1:
+            scores = centre_on_group(scores, c.completions_per_prompt)
 
         # Per-token reward: -coef * KL estimate to the reference, plus the score on the last
         # generated token (the EOS where there is one).

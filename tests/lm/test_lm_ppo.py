@@ -274,6 +274,23 @@ def test_cli_smoke_writes_before_and_after_and_resumes(policy_dir, tmp_path, cap
     assert json.loads((run_dir / "reeval.json").read_text())["prompts"] == 4
 
 
+def test_several_completions_per_prompt_train_through_the_cli(policy_dir, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    args = ["ppo", "sentiment", "--policy", str(policy_dir), "--total-steps", "1"]
+    status = main([*args, "--run-dir", str(run_dir), *SMALL, "--completions-per-prompt", "4"])
+    assert status == 0, capsys.readouterr().err
+    assert (
+        json.loads((run_dir / "config.json").read_text())["algo_config"]["completions_per_prompt"]
+        == 4
+    )
+    # 8 completions per iteration cannot come in groups of 3: one line, nothing written.
+    bad = tmp_path / "bad"
+    assert main([*args, "--run-dir", str(bad), *SMALL, "--completions-per-prompt", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "--completions-per-prompt 3" in err
+    assert len(err.splitlines()) == 1 and not bad.exists()
+
+
 @pytest.mark.parametrize("case", ["empty prompts", "context", "not causal"])
 def test_bad_input_is_one_line_and_exit_2(case, policy_dir, tmp_path, capsys, monkeypatch):
     args = [
@@ -312,6 +329,15 @@ def test_bad_input_is_one_line_and_exit_2(case, policy_dir, tmp_path, capsys, mo
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and len(err.splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_group_centring_subtracts_the_mean_of_the_other_completions():
+    scores = torch.tensor([1.0, 2.0, 6.0, -1.0, -1.0, 5.0])
+    centred = ppo.centre_on_group(scores, 3)
+    expected = [1 - 4, 2 - 3.5, 6 - 1.5, -1 - 2, -1 - 2, 5 + 1]
+    assert centred.tolist() == pytest.approx(expected)
+    # A prompt whose completions all score alike teaches nothing, whatever the score.
+    assert ppo.centre_on_group(torch.full((4,), 7.0), 4).abs().max() == 0
 
 
 def test_running_scores_match_the_statistics_of_all_batches():

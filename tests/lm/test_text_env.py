@@ -57,6 +57,17 @@ def test_batches_larger_than_the_prompt_set_wrap_around():
     assert len(obs) == 7 and set(obs) == set(PROMPTS[:3])
 
 
+def test_repeats_put_each_prompt_in_neighbouring_slots():
+    env = TextEnv(PROMPTS, length_reward, num_envs=6, repeats=3)
+    obs, _ = env.reset(seed=0)
+    first, second = list(obs[:3]), list(obs[3:])
+    assert len(set(first)) == 1 and len(set(second)) == 1 and first[0] != second[0]
+    plain, _ = TextEnv(PROMPTS, length_reward, num_envs=2).reset(seed=0)
+    assert [first[0], second[0]] == list(plain)  # the same shuffle, each prompt K times
+    with pytest.raises(ValueError):
+        TextEnv(PROMPTS, length_reward, num_envs=5, repeats=2)
+
+
 def test_misuse_is_an_error():
     with pytest.raises(ValueError):
         TextEnv([], length_reward, num_envs=2)
