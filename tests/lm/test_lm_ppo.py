@@ -279,10 +279,8 @@ def test_several_completions_per_prompt_train_through_the_cli(policy_dir, tmp_pa
     args = ["ppo", "sentiment", "--policy", str(policy_dir), "--total-steps", "1"]
     status = main([*args, "--run-dir", str(run_dir), *SMALL, "--completions-per-prompt", "4"])
     assert status == 0, capsys.readouterr().err
-    assert (
-        json.loads((run_dir / "config.json").read_text())["algo_config"]["completions_per_prompt"]
-        == 4
-    )
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["algo_config"]["completions_per_prompt"] == 4
     # 8 completions per iteration cannot come in groups of 3: one line, nothing written.
     bad = tmp_path / "bad"
     assert main([*args, "--run-dir", str(bad), *SMALL, "--completions-per-prompt", "3"]) == 2
