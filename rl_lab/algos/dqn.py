@@ -314,10 +314,10 @@ PRESETS: dict[str, dict[str, dict]] = {
         # rl-zoo3's settings with a 128x128 net (a cheaper gradient step than 256x256) at lr
         # 1e-3, and 3-step returns, which bought most of the sample efficiency; evaluated on the
         # zoo's 10k-step clock, stopping after two solving evaluations (one let policies that
-        # had just scraped 200 through; three or four ended no higher on seeds 10-17). On seeds
-        # 0-5: IQM 55 s and 118k steps to solve, 5 of 6 seeds, against 118 s and 160k (seeds
-        # 0-2) for the zoo's net and 1-step returns
-        # (experiments/results/compare/dqn-lunarlander-tuning*/).
+        # had just scraped 200 through; three or four ended no higher on seeds 10-17, nor did
+        # 20 or 30 episodes per evaluation instead of 10 on seeds 40-49). On seeds 0-5: IQM 55 s
+        # and 118k steps to solve, 5 of 6 seeds, against 118 s and 160k (seeds 0-2) for the
+        # zoo's net and 1-step returns (experiments/results/compare/dqn-lunarlander-tuning*/).
         "run": {
             "total_steps": 200_000,
             "eval_interval": 10_000,
