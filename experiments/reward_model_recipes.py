@@ -4,13 +4,16 @@ on the held-out reviews in other ways.
     python experiments/reward_model_recipes.py train [KEY=VALUE ...]
     python experiments/reward_model_recipes.py score MODEL_DIR [LENGTH ...]
 
-`train` fine-tunes MiniLM as `rl_lab.lm.reward_model` does (the shipped settings unless given:
-steps=160 batch=32 lr=1.5e-4 length=64 pooling=cls) and scores it on `val` reviews held back
+`train` fine-tunes MiniLM as `rl_lab.lm.reward_model` does (unless given, the earlier fp32
+recipe: steps=160 batch=32 lr=1.5e-4 length=64 pooling=cls; the shipped one adds steps=240
+batch=64 bf16=1) and scores it on `val` reviews held back
 from the *training* split (never trained on, never the held-out split), so recipes can be chosen
 without tuning on the reviews the README reports. `pooling=mean` puts the classifier on the
 mean of the token states (how all-MiniLM-L6-v2 was trained) instead of BERT's [CLS] head.
 `bf16=1` runs training and validation under bfloat16 autocast (what the shipped model does where
 the CPU has bf16 instructions), `freeze=N` also freezes MiniLM's lowest N encoder layers.
+`cut=headtail` trains on each review's first and last tokens (as the held-out reviews are cut)
+instead of a random window, `cut=mix` on either one, by a coin flip per review.
 `score` reads a saved classifier (e.g. the cache's reward-minilm-sentiment) and prints its
 held-out accuracy for each LENGTH: 256 or more is one head+tail cut of that many tokens (what
 the card reports at 512), less is the mean logit over the review's windows of that length.
@@ -34,7 +37,8 @@ from rl_lab.lm.reward_model import cut_reviews, review_logits
 
 RESULTS = Path(__file__).resolve().parent / "results" / "reward_model_recipes.jsonl"
 DEFAULTS = {"steps": 160, "batch": 32, "lr": 1.5e-4, "length": 64, "pooling": "cls", "val": 1000,
-            "val_length": 512, "warmup": 0.1, "seed": 0, "bf16": 0, "freeze": 0}  # fmt: skip
+            "val_length": 512, "warmup": 0.1, "seed": 0, "bf16": 0, "freeze": 0,
+            "cut": "window"}  # fmt: skip
 
 
 class MeanPooled(torch.nn.Module):
@@ -52,6 +56,27 @@ class MeanPooled(torch.nn.Module):
         mask = attention_mask.unsqueeze(-1).float()
         mean = (states.last_hidden_state * mask).sum(1) / mask.sum(1)
         return self.out(self.dropout(mean))
+
+
+def cut_training_texts(tokenizer, rows, length, cut, rng):
+    """The training texts of one batch: `window` a random window of each review (shipped),
+    `headtail` its first and last tokens (how the held-out reviews are cut), `mix` either one
+    per review, by a coin flip."""
+    if cut == "window":
+        return cut_reviews(tokenizer, rows, length, rng)
+    if cut == "headtail":
+        return cut_reviews(tokenizer, rows, length)
+    if cut != "mix":
+        raise SystemExit(f"cut must be window, headtail or mix, got {cut!r}")
+    keep, out = length - 2, []
+    for ids in rows:  # the rows stay in order: the targets follow it
+        if len(ids) > keep and rng.random() < 0.5:
+            first = int(rng.integers(0, len(ids) - keep + 1))
+            ids = ids[first : first + keep]
+        elif len(ids) > keep:
+            ids = ids[: keep // 2] + ids[len(ids) - (keep - keep // 2) :]
+        out.append([tokenizer.cls_token_id, *ids, tokenizer.sep_token_id])
+    return tokenizer.pad({"input_ids": out}, return_tensors="pt")
 
 
 def train(settings: dict) -> dict:
@@ -94,7 +119,7 @@ def train(settings: dict) -> dict:
             shuffled, cursor = rng.permutation(pool), 0
         batch = shuffled[cursor : cursor + s["batch"]]
         cursor += s["batch"]
-        inputs = cut_reviews(tokenizer, [ids[i] for i in batch], s["length"], rng)
+        inputs = cut_training_texts(tokenizer, [ids[i] for i in batch], s["length"], s["cut"], rng)
         target = torch.tensor(positive[batch], dtype=torch.long)
         with bf16:
             loss = torch.nn.functional.cross_entropy(logits_of(**inputs).float(), target)
