@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from rl_lab.errors import UserError
-from rl_lab.lm.assets import first_line, is_complete, reward_model_dir
+from rl_lab.lm.assets import first_line, is_complete, quiet_transformers, reward_model_dir
 
 POSITIVE_NAMES = ("POSITIVE", "POS")
 TRAIN_COMMAND = "python -m rl_lab.run reward sentiment"
@@ -59,9 +59,10 @@ class ClassifierReward:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         self.name = str(model_name_or_path)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.name)
-            self.model = AutoModelForSequenceClassification.from_pretrained(self.name)
+        try:  # quietly, as every model load here: load reports and progress bars are noise
+            with quiet_transformers():
+                self.tokenizer = AutoTokenizer.from_pretrained(self.name)
+                self.model = AutoModelForSequenceClassification.from_pretrained(self.name)
         except (OSError, ValueError) as error:
             raise UserError(
                 f"cannot load reward model {self.name!r} ({first_line(error)}); pass a local "
