@@ -5,10 +5,10 @@ on the held-out reviews in other ways.
     python experiments/reward_model_recipes.py score MODEL_DIR [LENGTH ...]
 
 `train` fine-tunes MiniLM as `rl_lab.lm.reward_model` does (unless given, the earlier fp32
-recipe: steps=160 batch=32 lr=1.5e-4 length=64 pooling=cls; the shipped one adds steps=240
-batch=64 bf16=1) and scores it on `val` reviews held back
-from the *training* split (never trained on, never the held-out split), so recipes can be chosen
-without tuning on the reviews the README reports. `pooling=mean` puts the classifier on the
+recipe: steps=160 batch=32 lr=1.5e-4 length=64 pooling=cls; the shipped one is steps=240
+batch=64 bf16=1) and scores it on `val` reviews held back from the *training* split (never
+trained on, never the held-out split), so recipes can be chosen without tuning on the reviews
+the README reports. `pooling=mean` puts the classifier on the
 mean of the token states (how all-MiniLM-L6-v2 was trained) instead of BERT's [CLS] head.
 `bf16=1` runs training and validation under bfloat16 autocast (what the shipped model does where
 the CPU has bf16 instructions), `freeze=N` also freezes MiniLM's lowest N encoder layers.
