@@ -33,7 +33,7 @@ import torch
 
 from rl_lab.lm.assets import minilm_path
 from rl_lab.lm.prompts import load_reviews
-from rl_lab.lm.reward_model import cut_reviews, review_logits
+from rl_lab.lm.reward_model import cut_piece, cut_reviews, pad_pieces, review_logits
 
 RESULTS = Path(__file__).resolve().parent / "results" / "reward_model_recipes.jsonl"
 DEFAULTS = {"steps": 160, "batch": 32, "lr": 1.5e-4, "length": 64, "pooling": "cls", "val": 1000,
@@ -68,15 +68,13 @@ def cut_training_texts(tokenizer, rows, length, cut, rng):
         return cut_reviews(tokenizer, rows, length)
     if cut != "mix":
         raise SystemExit(f"cut must be window, headtail or mix, got {cut!r}")
-    keep, out = length - 2, []
-    for ids in rows:  # the rows stay in order: the targets follow it
-        if len(ids) > keep and rng.random() < 0.5:
-            first = int(rng.integers(0, len(ids) - keep + 1))
-            ids = ids[first : first + keep]
-        elif len(ids) > keep:
-            ids = ids[: keep // 2] + ids[len(ids) - (keep - keep // 2) :]
-        out.append([tokenizer.cls_token_id, *ids, tokenizer.sep_token_id])
-    return tokenizer.pad({"input_ids": out}, return_tensors="pt")
+    keep = length - 2
+    # The coin is flipped only for reviews longer than `keep` (the recorded runs drew so).
+    pieces = [
+        cut_piece(ids, keep, rng if len(ids) > keep and rng.random() < 0.5 else None)
+        for ids in rows
+    ]
+    return pad_pieces(tokenizer, pieces)
 
 
 def train(settings: dict) -> dict:

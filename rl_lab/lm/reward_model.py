@@ -240,14 +240,23 @@ def cut_reviews(tokenizer, rows: list[list[int]], length: int, rng=None):
     """[CLS] piece [SEP] per row of token ids, padded: a random window of `length` tokens when
     `rng` is given (training on windows), else head + tail (a review's verdict is often in its
     last lines)."""
-    keep, out = length - 2, []
-    for ids in rows:
-        if len(ids) > keep and rng is not None:
-            first = int(rng.integers(0, len(ids) - keep + 1))
-            ids = ids[first : first + keep]
-        elif len(ids) > keep:
-            ids = ids[: keep // 2] + ids[len(ids) - (keep - keep // 2) :]
-        out.append([tokenizer.cls_token_id, *ids, tokenizer.sep_token_id])
+    return pad_pieces(tokenizer, [cut_piece(ids, length - 2, rng) for ids in rows])
+
+
+def cut_piece(ids: list[int], keep: int, rng=None) -> list[int]:
+    """At most `keep` of a review's token ids: a random window when `rng` is given, else its
+    first and last halves."""
+    if len(ids) <= keep:
+        return ids
+    if rng is not None:
+        first = int(rng.integers(0, len(ids) - keep + 1))
+        return ids[first : first + keep]
+    return ids[: keep // 2] + ids[len(ids) - (keep - keep // 2) :]
+
+
+def pad_pieces(tokenizer, pieces: list[list[int]]):
+    """[CLS] piece [SEP] per piece, padded into one batch of tensors."""
+    out = [[tokenizer.cls_token_id, *ids, tokenizer.sep_token_id] for ids in pieces]
     return tokenizer.pad({"input_ids": out}, return_tensors="pt")
 
 
