@@ -19,6 +19,7 @@ PRESET_FILES = sorted(
     for path in EXPERIMENTS.rglob("*preset.json")
     if path.name in ("preset.json", "best_preset.json")
 )
+IMPLS = [impl for group in implementations.IMPLEMENTATIONS.values() for impl in group]
 
 
 def accepts(path: Path, impl) -> bool:
@@ -40,13 +41,11 @@ def test_there_are_preset_files_to_check():
     "path", PRESET_FILES, ids=[str(p.relative_to(EXPERIMENTS)) for p in PRESET_FILES]
 )
 def test_preset_file_fits_an_implementation(path):
-    impls = [impl for group in implementations.IMPLEMENTATIONS.values() for impl in group]
-    fitting = [f"{impl.algo}:{impl.name}" for impl in impls if accepts(path, impl)]
+    fitting = [f"{impl.algo}:{impl.name}" for impl in IMPLS if accepts(path, impl)]
     assert fitting, f"{path} fits no implementation's settings"
 
 
 def test_a_misspelled_setting_fits_nothing(tmp_path):
     path = tmp_path / "preset.json"
     path.write_text('{"algo": {"ppo_epoch": 1}}')
-    impls = [impl for group in implementations.IMPLEMENTATIONS.values() for impl in group]
-    assert not any(accepts(path, impl) for impl in impls)
+    assert not any(accepts(path, impl) for impl in IMPLS)
