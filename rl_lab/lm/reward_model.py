@@ -8,8 +8,11 @@ word and position embeddings (half of MiniLM's weights) stay frozen. Where the C
 instructions (AMX or AVX512-BF16) the matmuls run under bf16 autocast: 1.6x faster to train
 and 1.8x to score than fp32 on these 2 cores, at the same validation accuracy, which buys three
 times the reviews (240 steps of 64) in under 5 minutes. Accuracy is measured on the fixed
-held-out reviews, each cut to 512 tokens: the reward model's card (card.json) says how it was
-trained, how long it took and how well it did. The result is an ordinary `save_pretrained`
+held-out reviews, each read as the model was trained, in 64-token windows whose mean logits
+decide (0.901 on the shipped model, against 0.886 from one 512-token head + tail cut: a model
+that never saw more than 64 tokens reads long inputs worse; the texts it scores in tuning are
+shorter than one window, where both reads are the same). The reward model's card (card.json)
+says how it was trained, how long it took and how well it did. The result is an ordinary `save_pretrained`
 classifier with labels NEGATIVE/POSITIVE, so `transformers.pipeline` and
 `rl_lab.lm.rewards.ClassifierReward` both load it."""
 
@@ -50,8 +53,16 @@ class RewardModelConfig:
         "else on its first and last tokens",
     )
     freeze_embeddings: bool = option(True, "keep MiniLM's word and position embeddings fixed")
+    eval_windows: bool = option(
+        True,
+        "read each held-out review as the model was trained: the mean logits over windows of "
+        "max-length tokens that cover it (else its first and last eval-max-length tokens)",
+    )
     eval_max_length: int = option(
-        512, "tokens kept from each held-out review: its first and last halves", min=8, max=512
+        512,
+        "tokens kept from each held-out review without eval-windows: its first and last halves",
+        min=8,
+        max=512,
     )
     train_examples: int = option(
         0, "training reviews to draw from (0: steps x batch-size, each seen once)", min=0
@@ -183,18 +194,22 @@ def fit_reward_model(
                 lambda **inputs: model(**inputs).logits,
                 tokenizer,
                 eval_ids,
-                cfg.eval_max_length,
+                cfg.max_length if cfg.eval_windows else cfg.eval_max_length,
                 cfg.eval_batch_size,
                 cfg.device,
+                windows=cfg.eval_windows,
             )
         predicted = logits.argmax(-1)
     truth = np.array([label == "POSITIVE" for label in eval_labels])
     accuracy = float(np.mean((predicted == 1) == truth))
     card = {
         "accuracy": round(accuracy, 4),
-        "held_out": (
-            f"{len(eval_texts)} IMDB reviews of the fixed held-out split (never trained on), "
-            f"each cut to {cfg.eval_max_length} tokens (its first and last "
+        "held_out": f"{len(eval_texts)} IMDB reviews of the fixed held-out split (never "
+        "trained on), each "
+        + (
+            f"read as the mean logits over {cfg.max_length}-token windows that cover it"
+            if cfg.eval_windows
+            else f"cut to {cfg.eval_max_length} tokens (its first and last "
             f"{(cfg.eval_max_length - 2) // 2})"
         ),
         "train_examples": len(pool),
@@ -260,6 +275,14 @@ def pad_pieces(tokenizer, pieces: list[list[int]]):
     return tokenizer.pad({"input_ids": out}, return_tensors="pt")
 
 
+def covering_windows(ids: list[int], keep: int) -> list[list[int]]:
+    """As few windows of at most `keep` token ids as cover the review, evenly spaced from its
+    start to its end (neighbours overlap where the length is not a multiple of `keep`)."""
+    count = max(1, -(-len(ids) // keep))
+    starts = np.linspace(0, max(0, len(ids) - keep), count).round().astype(int)
+    return [ids[start : start + keep] for start in starts]
+
+
 def review_logits(
     logits_of: Callable,
     tokenizer,
@@ -267,10 +290,22 @@ def review_logits(
     length: int,
     batch_size: int,
     device: str = "cpu",
+    windows: bool = False,
 ) -> np.ndarray:
     """`logits_of(**inputs)` for every row cut to `length` (head + tail), in row order, as a
-    float array; rows go in batches of alike lengths, which pad less."""
+    float array; rows go in batches of alike lengths, which pad less. With `windows`, each
+    row's mean logits over the `length`-token windows that cover it: a model trained on short
+    windows then reads the whole review in pieces like the ones it learned from."""
     import torch
+
+    if windows:
+        pieces = [covering_windows(ids, length - 2) for ids in rows]
+        owner = np.repeat(np.arange(len(rows)), [len(p) for p in pieces])
+        flat = [piece for row in pieces for piece in row]
+        piece_logits = review_logits(logits_of, tokenizer, flat, length, batch_size, device)
+        sums = np.zeros((len(rows), piece_logits.shape[1]), dtype=piece_logits.dtype)
+        np.add.at(sums, owner, piece_logits)
+        return sums / np.bincount(owner, minlength=len(rows))[:, None]
 
     by_length = np.argsort([len(ids) for ids in rows])
     chunks = []

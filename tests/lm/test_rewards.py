@@ -57,6 +57,25 @@ def test_positive_label_is_found_by_name_not_index(tmp_path, tokenizer):
     assert reward([]).shape == (0,)
 
 
+def test_log_prob_score_is_log_softmax_of_the_positive_column(tmp_path, tokenizer):
+    model, folder = tiny_classifier(
+        tmp_path, tokenizer, {0: "NEGATIVE", 1: "Neutral", 2: "POSITIVE"}
+    )
+    reward = rewards.build_reward(str(folder), score="log-prob")
+    with torch.no_grad():
+        logits = model(**tokenizer(TEXTS, padding=True, return_tensors="pt")).logits
+    expected = torch.log_softmax(logits, dim=1)[:, 2].numpy()
+    scores = reward(TEXTS)
+    assert scores.dtype == np.float32 and (scores < 0).all()
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)
+    # What counts as positive does not depend on what the reward pays.
+    logit_reward = rewards.build_reward(str(folder))
+    np.testing.assert_array_equal(reward.is_positive(TEXTS), logit_reward.is_positive(TEXTS))
+    assert reward([]).shape == (0,)
+    with pytest.raises(ValueError, match="score must be one of"):
+        rewards.ClassifierReward(str(folder), score="prob")
+
+
 @pytest.mark.parametrize(
     "labels, column", [({0: "neg", 1: "pos"}, 1), ({0: "Negative", 1: "Neutral", 2: "Positive"}, 2)]
 )
@@ -147,3 +166,35 @@ def test_reward_model_config_rejects_bad_values(bad):
 
     with pytest.raises(ValueError):
         RewardModelConfig(**bad)
+
+
+def test_windows_cover_a_review_evenly():
+    from rl_lab.lm.reward_model import covering_windows
+
+    assert covering_windows(list(range(10)), 4) == [[0, 1, 2, 3], [3, 4, 5, 6], [6, 7, 8, 9]]
+    assert covering_windows(list(range(8)), 4) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert covering_windows([1, 2], 4) == [[1, 2]] and covering_windows([], 4) == [[]]
+
+
+def test_windowed_review_logits_average_the_windows(tmp_path, tokenizer):
+    """Each review's logits are the mean of its windows' logits, in row order; a review that
+    fits one window reads the same either way."""
+    from rl_lab.lm.reward_model import covering_windows, pad_pieces, review_logits
+
+    model, _ = tiny_classifier(tmp_path, tokenizer, {0: "NEGATIVE", 1: "POSITIVE"})
+    rows = tokenizer(
+        ["A fine film. " * 9, "Bad.", "It drags on and on, " * 5], add_special_tokens=False
+    )["input_ids"]
+
+    def logits_of(**inputs):
+        return model(**inputs).logits
+
+    windowed = review_logits(logits_of, tokenizer, rows, 10, batch_size=2, windows=True)
+    with torch.no_grad():
+        expected = [
+            model(**pad_pieces(tokenizer, covering_windows(ids, 8))).logits.mean(0).numpy()
+            for ids in rows
+        ]
+    np.testing.assert_allclose(windowed, np.stack(expected), rtol=1e-5, atol=1e-5)
+    short = review_logits(logits_of, tokenizer, rows[1:2], 10, batch_size=2)
+    np.testing.assert_allclose(windowed[1:2], short, rtol=1e-5, atol=1e-5)
