@@ -429,7 +429,7 @@ def load_text_task(c, rc: RunConfig):
     prepare(c.policy, c.reward, reviews=not c.prompts)  # what is missing, once, in the cache
     with quiet_transformers():
         pretrained, tokenizer = load_policy(c.policy)
-        reward = build_reward(c.reward)
+        reward = build_reward(c.reward, score=c.reward_score)
     path = c.prompts or None
     lengths = dict(min_tokens=c.prompt_min_tokens, max_tokens=c.prompt_max_tokens)
     train_prompts = load_prompts(tokenizer, "train", seed=rc.seed, path=path, **lengths)

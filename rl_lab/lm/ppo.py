@@ -42,6 +42,14 @@ class Config:
         "'model' (the trained classifier in the cache), 'vader', or a "
         "classifier directory / hub id with a POSITIVE label",
     )
+    reward_score: str = option(
+        "logit",
+        "what a classifier reward pays: 'logit' (its POSITIVE logit, the classic setup) or "
+        "'log-prob' (log P(POSITIVE), near 0 for text already positive, so the policy is paid "
+        "for turning negative text positive rather than for ever more gushing text); VADER "
+        "pays its compound score either way",
+        choices=("logit", "log-prob"),
+    )
     prompts: str = option(
         "",
         'prompt file (one per line, or JSONL with a "prompt" field); empty: IMDB review openings',

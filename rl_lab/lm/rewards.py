@@ -46,8 +46,13 @@ def positive_label_index(config, name: str = "the classifier") -> int:
     return found[0]
 
 
+SCORES = ("logit", "log-prob")  # what a classifier reward pays (see ClassifierReward)
+
+
 class ClassifierReward:
-    """Reward = the raw POSITIVE logit of a sequence classifier (as in the classic experiment)."""
+    """Reward = the raw POSITIVE logit of a sequence classifier (as in the classic experiment),
+    or with score="log-prob" log P(POSITIVE): near 0 for any text already judged positive, so
+    the policy is paid for turning negative text positive, not for ever more gushing text."""
 
     def __init__(
         self,
@@ -55,7 +60,11 @@ class ClassifierReward:
         device: str = "cpu",
         batch_size: int = 32,
         max_length: int = 512,
+        score: str = "logit",
     ):
+        if score not in SCORES:
+            raise ValueError(f"score must be one of {SCORES}, not {score!r}")
+        self.score = score
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         self.name = str(model_name_or_path)
@@ -94,7 +103,11 @@ class ClassifierReward:
         return np.concatenate(rows).astype(np.float32)
 
     def __call__(self, texts: list[str]) -> np.ndarray:
-        return self.logits(texts)[:, self.positive]
+        logits = self.logits(texts)
+        if self.score == "log-prob":  # log-softmax over the labels, shifted for stability
+            shifted = logits - logits.max(axis=1, keepdims=True)
+            logits = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        return logits[:, self.positive]
 
     def is_positive(self, texts: list[str]) -> np.ndarray:
         return self.logits(texts).argmax(axis=1) == self.positive
@@ -121,19 +134,20 @@ class VaderReward:
         return self(texts) >= 0.05
 
 
-def build_reward(name: str = "default", device: str = "cpu") -> Reward:
-    """'default'/'model': our trained MiniLM; 'vader'; else a classifier dir or hub id."""
+def build_reward(name: str = "default", device: str = "cpu", score: str = "logit") -> Reward:
+    """'default'/'model': our trained MiniLM; 'vader'; else a classifier dir or hub id.
+    `score` is what a classifier pays (SCORES); VADER's compound score has no other form."""
     if name in ("default", "model"):
         folder = reward_model_dir()
         if not is_complete(folder):
             raise UserError(
                 f"no finished reward model in {folder}; train it with `{TRAIN_COMMAND}`"
             )
-        return ClassifierReward(str(folder), device=device)
+        return ClassifierReward(str(folder), device=device, score=score)
     if name == "vader":
         return VaderReward()
     path = Path(name).expanduser()
-    return ClassifierReward(str(path) if path.is_dir() else name, device=device)
+    return ClassifierReward(str(path) if path.is_dir() else name, device=device, score=score)
 
 
 def build_judge(reward_name: str) -> tuple[str, Reward] | None:

@@ -59,6 +59,7 @@ class TRLConfig:
 
     policy: str = like_ppo("policy")
     reward: str = like_ppo("reward")
+    reward_score: str = like_ppo("reward_score")
     prompts: str = like_ppo("prompts")
     score_prompt: bool = like_ppo("score_prompt")
     prompt_min_tokens: int = like_ppo("prompt_min_tokens")

@@ -17,7 +17,13 @@ from policies.value_head import CausalLMWithValueHead  # noqa: E402
 from rl_lab.buffers import Transition  # noqa: E402
 from rl_lab.lm import ppo  # noqa: E402
 from rl_lab.run import main  # noqa: E402
-from tests.lm.tiny import PROMPTS, save_tiny_policy, tiny_llama, tiny_tokenizer  # noqa: E402
+from tests.lm.tiny import (  # noqa: E402
+    PROMPTS,
+    save_tiny_classifier,
+    save_tiny_policy,
+    tiny_llama,
+    tiny_tokenizer,
+)
 
 
 @pytest.fixture(scope="module")
@@ -287,6 +293,27 @@ def test_several_completions_per_prompt_train_through_the_cli(policy_dir, tmp_pa
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "--completions-per-prompt 3" in err
     assert len(err.splitlines()) == 1 and not bad.exists()
+
+
+def test_a_classifier_reward_pays_log_prob_when_asked(policy_dir, tmp_path, capsys):
+    """--reward-score log-prob reaches the classifier. Its output layer is zeroed, so every
+    logit is 0 (what 'logit' would pay) and every log P(POSITIVE) is log(1/2)."""
+    from transformers import AutoModelForSequenceClassification
+
+    classifier = save_tiny_classifier(tmp_path / "classifier")
+    model = AutoModelForSequenceClassification.from_pretrained(classifier)
+    torch.nn.init.zeros_(model.score.weight)
+    model.save_pretrained(classifier)
+    args = ["ppo", "sentiment", "--policy", str(policy_dir), "--total-steps", "1"]
+    args += [*SMALL, "--reward", str(classifier), "--reward-score", "log-prob"]
+    run_dir = tmp_path / "run"
+    assert main([*args, "--run-dir", str(run_dir)]) == 0, capsys.readouterr().err
+    report = json.loads((run_dir / "eval.json").read_text())
+    for when in ("before", "after"):
+        assert report[when]["mean_reward"] == pytest.approx(np.log(0.5), abs=1e-5)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    trained = [row["charts/mean_reward"] for row in rows if "charts/mean_reward" in row]
+    assert trained and trained == pytest.approx([np.log(0.5)] * len(trained), abs=1e-5)
 
 
 @pytest.mark.parametrize("case", ["empty prompts", "context", "not causal"])

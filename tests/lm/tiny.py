@@ -76,3 +76,27 @@ def save_tiny_policy(path: Path, seed: int = 0, context: int = 64) -> Path:
     tiny_llama(tokenizer, seed, context).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def save_tiny_classifier(path: Path, seed: int = 0) -> Path:
+    """A tiny Llama sentiment classifier (labels NEGATIVE, POSITIVE) + tokenizer, saved as a
+    local reward-model directory."""
+    import torch
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    tokenizer = tiny_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        pad_token_id=tokenizer.pad_token_id,
+        id2label={0: "NEGATIVE", 1: "POSITIVE"},
+        label2id={"NEGATIVE": 0, "POSITIVE": 1},
+    )
+    torch.manual_seed(seed)
+    LlamaForSequenceClassification(config).eval().save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
