@@ -64,7 +64,7 @@ class CountE:
 @pytest.fixture
 def count_e(monkeypatch):
     """Rewards that vary on the tiny model's gibberish (VADER scores it all 0: no gradient)."""
-    monkeypatch.setattr(rewards, "build_reward", lambda name, device="cpu": CountE())
+    monkeypatch.setattr(rewards, "build_reward", lambda name, device="cpu", score="logit": CountE())
 
 
 def tensors(model) -> dict[str, torch.Tensor]:
