@@ -25,6 +25,7 @@ from rl_lab import functional as fn
 from rl_lab.buffers import Transition
 from rl_lab.config import option, validate
 from rl_lab.lm import distributed
+from rl_lab.lm.rewards import SCORES
 from rl_lab.ppo_update import PPOSettings, ppo_update
 
 
@@ -48,7 +49,7 @@ class Config:
         "'log-prob' (log P(POSITIVE), near 0 for text already positive, so the policy is paid "
         "for turning negative text positive rather than for ever more gushing text); VADER "
         "pays its compound score either way",
-        choices=("logit", "log-prob"),
+        choices=SCORES,
     )
     prompts: str = option(
         "",
@@ -170,8 +171,8 @@ PRESETS = {
             # the KL is spent on the negative ones (a weaker penalty than the logit's 0.15).
             "reward_score": "log-prob",
             "init_kl_coef": 0.08,
-            # Returns are reward-model logits (several units): a 0.2 clip around the old
-            # values would hold the value head back for many iterations.
+            # Returns span several units (whitened scores less the KL penalty): a 0.2 clip
+            # around the old values would hold the value head back for many iterations.
             "clip_range_value": 0.0,
         },
     },

@@ -12,8 +12,8 @@ held-out reviews, each read as the model was trained, in 64-token windows whose 
 decide (0.901 on the shipped model, against 0.886 from one 512-token head + tail cut: a model
 that never saw more than 64 tokens reads long inputs worse; the texts it scores in tuning are
 shorter than one window, where both reads are the same). The reward model's card (card.json)
-says how it was trained, how long it took and how well it did. The result is an ordinary `save_pretrained`
-classifier with labels NEGATIVE/POSITIVE, so `transformers.pipeline` and
+says how it was trained, how long it took and how well it did. The result is an ordinary
+`save_pretrained` classifier with labels NEGATIVE/POSITIVE, so `transformers.pipeline` and
 `rl_lab.lm.rewards.ClassifierReward` both load it."""
 
 from __future__ import annotations
