@@ -1,5 +1,5 @@
 """Every preset file the README's commands name (experiments/**/preset.json, tune's
-best_preset.json) still fits some implementation's settings: a renamed option or a bad value
+best_preset.json, tuning folders' NAME.preset.json) still fits some implementation's settings: a renamed option or a bad value
 would otherwise surface only when someone reruns a published command."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 PRESET_FILES = sorted(
     path
     for path in EXPERIMENTS.rglob("*preset.json")
-    if path.name in ("preset.json", "best_preset.json")
+    if path.name in ("preset.json", "best_preset.json") or path.name.endswith(".preset.json")
 )
 IMPLS = [impl for group in implementations.IMPLEMENTATIONS.values() for impl in group]
 
