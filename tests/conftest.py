@@ -21,10 +21,6 @@ def _empty_lm_cache(tmp_path_factory):
     a prepared reward model there would change what a test runs (a `--reward vader` run loads
     it as the independent judge), so tests would pass here and fail on CI's empty cache or the
     other way round. Tests that need a cache set RL_LAB_CACHE themselves."""
-    saved = os.environ.get("RL_LAB_CACHE")
-    os.environ["RL_LAB_CACHE"] = str(tmp_path_factory.mktemp("rl-lab-cache"))
-    yield
-    if saved is None:
-        os.environ.pop("RL_LAB_CACHE", None)
-    else:
-        os.environ["RL_LAB_CACHE"] = saved
+    with pytest.MonkeyPatch.context() as session:  # undone at the end, like monkeypatch
+        session.setenv("RL_LAB_CACHE", str(tmp_path_factory.mktemp("rl-lab-cache")))
+        yield
