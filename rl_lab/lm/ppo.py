@@ -81,6 +81,13 @@ class Config:
         min=0.0,
     )
     kl_horizon: int = option(10_000, "adaptive KL controller's horizon, in completions", min=1)
+    min_kl_coef: float = option(
+        0.0,
+        "the adaptive controller never lowers the coefficient below this; equal to "
+        "--init-kl-coef it makes --kl-target a ceiling: the penalty grows only while the KL "
+        "is above it, and falls back to where it started when the KL drops again",
+        min=0.0,
+    )
     whiten_rewards: bool = option(False, "scale the per-token rewards to unit variance per batch")
     normalize_scores: bool = option(
         True,
@@ -119,6 +126,11 @@ class Config:
             )
         if self.lora_r and self.trainable_layers:
             raise ValueError("choose --lora-r or --trainable-layers, not both")
+        if self.min_kl_coef > self.init_kl_coef:
+            raise ValueError(
+                f"--min-kl-coef {self.min_kl_coef} exceeds --init-kl-coef {self.init_kl_coef}: "
+                "start the coefficient at or above its floor"
+            )
 
 
 def check_text_config(config) -> None:
@@ -211,17 +223,18 @@ class RunningScores:
 
 
 class KLController:
-    """The KL coefficient: fixed, or adapted toward a target KL (Ziegler et al. 2019)."""
+    """The KL coefficient: fixed, or adapted toward a target KL (Ziegler et al. 2019), never
+    below `floor`."""
 
-    def __init__(self, init_coef: float, target: float, horizon: int):
-        self.coef, self.target, self.horizon = init_coef, target, horizon
+    def __init__(self, init_coef: float, target: float, horizon: int, floor: float = 0.0):
+        self.coef, self.target, self.horizon, self.floor = init_coef, target, horizon, floor
 
     def update(self, kl: float, n_completions: int) -> None:
         if self.target <= 0:
             return
         # Proportional control, error clipped to +-20% so a single noisy batch can't swing it.
         error = float(np.clip(kl / self.target - 1.0, -0.2, 0.2))
-        self.coef *= 1.0 + error * n_completions / self.horizon
+        self.coef = max(self.coef * (1.0 + error * n_completions / self.horizon), self.floor)
 
 
 def centre_on_group(scores: torch.Tensor, group: int) -> torch.Tensor:
@@ -281,7 +294,7 @@ class LMPPOAgent:
             self.model, self.optimizer = accelerator.prepare(model, optimizer)
         else:  # evaluation only (beside a TRL trainer, which wraps the model for processes)
             self.model, self.optimizer = model.to(self.device), None
-        self.kl = KLController(c.init_kl_coef, c.kl_target, c.kl_horizon)
+        self.kl = KLController(c.init_kl_coef, c.kl_target, c.kl_horizon, c.min_kl_coef)
         self.scores = RunningScores()
         self.world, self.rank = accelerator.num_processes, accelerator.process_index
         self.all_sum = distributed.all_sum

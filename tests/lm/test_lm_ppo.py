@@ -173,6 +173,21 @@ def test_adaptive_kl_controller_moves_toward_the_target():
     assert fixed.coef == 0.2
 
 
+def test_kl_target_as_a_ceiling_never_lowers_the_coefficient_below_its_floor():
+    ceiling = ppo.KLController(0.2, target=6.0, horizon=10, floor=0.2)
+    ceiling.update(1.0, 10)  # KL well under the target: would fall to 0.16, held at the floor
+    assert ceiling.coef == 0.2
+    ceiling.update(12.0, 10)  # above it: the penalty grows as without a floor
+    assert ceiling.coef == pytest.approx(0.24)
+    ceiling.update(1.0, 10)  # and falls back, to the floor at most
+    assert ceiling.coef == pytest.approx(0.2)
+
+
+def test_a_floor_above_the_initial_kl_coefficient_is_refused():
+    with pytest.raises(ValueError, match="--min-kl-coef 0.3 exceeds --init-kl-coef 0.2"):
+        ppo.Config(init_kl_coef=0.2, min_kl_coef=0.3)
+
+
 def test_mean_reward_rises_on_a_toy_reward(tokenizer):
     """Reward = how often the chosen token ("e") appears in the completion."""
 
