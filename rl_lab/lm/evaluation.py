@@ -89,10 +89,11 @@ def evaluate_lm(
         nlls = (-(ref * mask)).sum(1).tolist()
         tokens = mask.sum(1).tolist()
         texts = scored_texts([prompts[i] for i in index], rollout["completions"], score_prompt)
-        scores = np.asarray(reward(texts), dtype=np.float64).tolist()
-        positive = np.asarray(reward.is_positive(texts), dtype=bool).tolist()
+        scores, positive = reward.score_and_verdict(texts)
+        scores = np.asarray(scores, dtype=np.float64).tolist()
+        positive = np.asarray(positive, dtype=bool).tolist()
         judged = (
-            [(float(s), bool(p)) for s, p in zip(judge(texts), judge.is_positive(texts))]
+            [(float(s), bool(p)) for s, p in zip(*judge.score_and_verdict(texts))]
             if judge is not None
             else [(0.0, False)] * len(texts)
         )

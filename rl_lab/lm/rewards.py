@@ -1,4 +1,5 @@
-"""Reward functions for text: a callable `(texts) -> float32 array` with `is_positive(texts)`.
+"""Reward functions for text: a callable `(texts) -> float32 array` with
+`score_and_verdict(texts)`, the same scores and each text's POSITIVE verdict from one pass.
 
 The classifier reward looks its POSITIVE label up by name: label order differs between
 checkpoints, and an index taken on faith silently rewards the opposite sentiment.
@@ -20,7 +21,7 @@ TRAIN_COMMAND = "python -m rl_lab.run reward sentiment"
 
 class Reward(Protocol):
     def __call__(self, texts: list[str]) -> np.ndarray: ...
-    def is_positive(self, texts: list[str]) -> np.ndarray: ...
+    def score_and_verdict(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def positive_label_index(config, name: str = "the classifier") -> int:
@@ -103,14 +104,16 @@ class ClassifierReward:
         return np.concatenate(rows).astype(np.float32)
 
     def __call__(self, texts: list[str]) -> np.ndarray:
+        return self.score_and_verdict(texts)[0]
+
+    def score_and_verdict(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        # One classifier pass for both: evaluation needs the scores and the verdicts.
         logits = self.logits(texts)
+        positive = logits.argmax(axis=1) == self.positive
         if self.score == "log-prob":  # log-softmax over the labels, shifted for stability
             shifted = logits - logits.max(axis=1, keepdims=True)
             logits = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        return logits[:, self.positive]
-
-    def is_positive(self, texts: list[str]) -> np.ndarray:
-        return self.logits(texts).argmax(axis=1) == self.positive
+        return logits[:, self.positive], positive
 
 
 class VaderReward:
@@ -130,8 +133,9 @@ class VaderReward:
             [self.analyzer.polarity_scores(t)["compound"] for t in texts], dtype=np.float32
         )
 
-    def is_positive(self, texts: list[str]) -> np.ndarray:
-        return self(texts) >= 0.05
+    def score_and_verdict(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        scores = self(texts)
+        return scores, scores >= 0.05
 
 
 def build_reward(name: str = "default", device: str = "cpu", score: str = "logit") -> Reward:

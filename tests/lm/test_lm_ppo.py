@@ -238,6 +238,23 @@ def test_an_independent_judge_is_reported_beside_the_reward(tokenizer, monkeypat
     assert build_judge("some/classifier")[0] == "VADER"
 
 
+def test_evaluation_scores_each_completion_once_per_scorer(tokenizer):
+    """Scores and POSITIVE verdicts come from one pass (score_and_verdict), not two."""
+    from rl_lab.lm.evaluation import evaluate_lm
+    from rl_lab.lm.rewards import VaderReward
+
+    class CountingVader(VaderReward):
+        scored = 0
+
+        def __call__(self, texts):
+            self.scored += len(texts)
+            return super().__call__(texts)
+
+    reward, judge = CountingVader(), CountingVader()
+    evaluate_lm(make(tokenizer), reward, PROMPTS, seed=0, judge=judge)
+    assert reward.scored == judge.scored == len(PROMPTS)
+
+
 # ---------------------------------------------------------------- through the command line
 
 

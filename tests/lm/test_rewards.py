@@ -53,7 +53,9 @@ def test_positive_label_is_found_by_name_not_index(tmp_path, tokenizer):
     scores = reward(TEXTS)
     assert scores.dtype == np.float32 and scores.shape == (3,)
     np.testing.assert_allclose(scores, logits[:, 0], rtol=1e-5, atol=1e-5)
-    np.testing.assert_array_equal(reward.is_positive(TEXTS), logits.argmax(1) == 0)
+    same_scores, positive = reward.score_and_verdict(TEXTS)
+    np.testing.assert_array_equal(same_scores, scores)
+    np.testing.assert_array_equal(positive, logits.argmax(1) == 0)
     assert reward([]).shape == (0,)
 
 
@@ -70,7 +72,9 @@ def test_log_prob_score_is_log_softmax_of_the_positive_column(tmp_path, tokenize
     np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)
     # What counts as positive does not depend on what the reward pays.
     logit_reward = rewards.build_reward(str(folder))
-    np.testing.assert_array_equal(reward.is_positive(TEXTS), logit_reward.is_positive(TEXTS))
+    log_probs, positive = reward.score_and_verdict(TEXTS)
+    np.testing.assert_array_equal(log_probs, scores)
+    np.testing.assert_array_equal(positive, logit_reward.score_and_verdict(TEXTS)[1])
     assert reward([]).shape == (0,)
     with pytest.raises(ValueError, match="score must be one of"):
         rewards.ClassifierReward(str(folder), score="prob")
@@ -111,7 +115,9 @@ def test_vader_reward_on_obvious_sentences():
     scores = reward(TEXTS)
     assert scores.dtype == np.float32
     assert scores[0] > 0.5 and scores[1] < -0.3 and abs(scores[2]) < 0.05
-    np.testing.assert_array_equal(reward.is_positive(TEXTS), [True, False, False])
+    same_scores, positive = reward.score_and_verdict(TEXTS)
+    np.testing.assert_array_equal(same_scores, scores)
+    np.testing.assert_array_equal(positive, [True, False, False])
 
 
 def test_default_reward_needs_training(monkeypatch, tmp_path):

@@ -57,8 +57,9 @@ class CountE:
     def __call__(self, texts):
         return np.array([text.count("e") for text in texts], np.float32)
 
-    def is_positive(self, texts):
-        return self(texts) > 1
+    def score_and_verdict(self, texts):
+        scores = self(texts)
+        return scores, scores > 1
 
 
 @pytest.fixture
