@@ -311,9 +311,22 @@ def check_out_dir(out: Path) -> None:
 # ---------------------------------------------------------------------------- per-run numbers
 
 
+def read_eval(run_dir: Path) -> dict:
+    """A finished run's eval.json. Runs write it atomically, so an unreadable one was damaged
+    after the run (a copy onto a full disk, say): one line naming it, not a traceback."""
+    path = run_dir / "eval.json"
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(
+            f"{path} is empty or not JSON; delete {run_dir} and rerun the same compare to redo "
+            "that run"
+        ) from None
+
+
 def run_numbers(run_dir: Path, kind: str) -> dict:
     """What the report aggregates, read from one run directory's eval.json."""
-    report = json.loads((run_dir / "eval.json").read_text())
+    report = read_eval(run_dir)
     if kind == "text":
         after = report["after"]
         return {
@@ -343,7 +356,7 @@ def run_numbers(run_dir: Path, kind: str) -> dict:
 def eval_curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """(steps, returns) of a Gym run's evaluations, ending with its final evaluation."""
     points = logged_points(run_dir, "eval/mean_return")
-    report = json.loads((run_dir / "eval.json").read_text())
+    report = read_eval(run_dir)
     if report.get("mean_return") is not None:
         points.append((report.get("env_steps", 0), report["mean_return"]))
     return as_curve(points)

@@ -68,6 +68,21 @@ def test_report_numbers_recomputed_from_the_run_directories(compare_dir):
     assert "`dqn:sb3`" in markdown and "P(dqn:lab > dqn:sb3)" in markdown
 
 
+def test_a_damaged_eval_json_is_one_line_naming_it(compare_dir, tmp_path, capsys):
+    """A rerun keeps finished runs; one whose eval.json was emptied after it finished (a copy
+    onto a full disk) is named in one line, exit 2, instead of a JSON traceback."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(compare_dir, out)
+    (out / "dqn-sb3" / "s101" / "eval.json").write_text("")
+    argv = ["compare", "dqn,dqn:sb3", "cartpole", "--seeds", "100-101", "--total-steps", "600"]
+    assert main([*argv, "--workers", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"{out / 'dqn-sb3' / 's101' / 'eval.json'} is empty or not JSON" in err
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
