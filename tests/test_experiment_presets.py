@@ -1,6 +1,7 @@
 """Every preset file the README's commands name (experiments/**/preset.json, tune's
-best_preset.json, tuning folders' NAME.preset.json) still fits some implementation's settings: a renamed option or a bad value
-would otherwise surface only when someone reruns a published command."""
+best_preset.json, tuning folders' NAME.preset.json) still fits some implementation's settings:
+a renamed option or a bad value would otherwise surface only when someone reruns a published
+command."""
 
 from __future__ import annotations
 
