@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -326,6 +327,8 @@ class TRLExperiment(LMExperiment):
             )
             return 130
         run.stop_reason = "budget" if run.updates >= rc.total_steps else "stopped"
+        if distributed.is_main():
+            keep_newest_checkpoint(self.run_dir)
         self.model.eval()
         return self.finish(before)
 
@@ -338,3 +341,15 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
         if (folder / RUN_STATE).is_file() and folder.name.split("-")[-1].isdigit()
     ]
     return max(done, key=lambda folder: int(folder.name.split("-")[-1]), default=None)
+
+
+def keep_newest_checkpoint(run_dir: Path) -> None:
+    """At a run's end, drop every checkpoint but the newest complete one (what `--resume
+    --total-steps` continues from). Each holds the whole model and its optimizer, 0.7 GB for
+    SmolLM2-135M; TRL keeps two while training in case the newest is cut short."""
+    newest = latest_checkpoint(run_dir)
+    if newest is None:
+        return
+    for folder in (run_dir / CHECKPOINTS).glob("checkpoint-*"):
+        if folder != newest:
+            shutil.rmtree(folder)

@@ -4,6 +4,7 @@ saved model, learning on a toy reward, frozen blocks, eval, and one-line errors.
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -112,14 +113,20 @@ def test_cli_run_writes_a_run_directory_like_ppo(algo, policy_dir, tmp_path, cap
 def test_grpo_resumes_from_its_latest_complete_checkpoint(policy_dir, tmp_path, capsys, count_e):
     from rl_lab.lm.trl_trainers import RUN_STATE
 
-    run_dir = tmp_path / "run"
-    extra = ["--total-steps", "3", "--checkpoint-interval", "2", "--trainable-layers", "1"]
+    run_dir, kept = tmp_path / "run", tmp_path / "checkpoint-2"
+    extra = ["--total-steps", "2", "--checkpoint-interval", "2", "--trainable-layers", "1"]
     assert main(args("grpo", policy_dir, run_dir, *extra)) == 0, capsys.readouterr().err
-    saved = sorted(p.name for p in (run_dir / "checkpoints").glob("checkpoint-*"))
-    assert saved == ["checkpoint-2", "checkpoint-3"]  # every 2 steps, and at the end
+    shutil.copytree(run_dir / "checkpoints" / "checkpoint-2", kept)
     before = (run_dir / "eval_before.json").read_text()
+    # Extended by a step: TRL saves again at the end, and the finished run keeps only that
+    # newest checkpoint (each holds the whole model and optimizer).
+    assert main(["--resume", str(run_dir), "--total-steps", "3", "--no-dashboard"]) == 0
+    saved = sorted(p.name for p in (run_dir / "checkpoints").glob("checkpoint-*"))
+    assert saved == ["checkpoint-3"]
 
-    # As if killed while TRL wrote step 3's checkpoint: without our marker it is not used.
+    # As if killed while TRL wrote step 3's checkpoint (step 2's still there, as TRL keeps two
+    # while training): without our marker step 3's is not used.
+    shutil.copytree(kept, run_dir / "checkpoints" / "checkpoint-2")
     (run_dir / "checkpoints" / "checkpoint-3" / RUN_STATE).unlink()
     counters = json.loads((run_dir / "checkpoints" / "checkpoint-2" / RUN_STATE).read_text())
     assert counters["updates"] == 2 and counters["env_steps"] == 16
@@ -133,6 +140,7 @@ def test_grpo_resumes_from_its_latest_complete_checkpoint(policy_dir, tmp_path, 
     assert [row["step"] for row in logged if "charts/mean_reward" in row] == [8, 16, 24, 32]
     assert sum("charts/episodic_return" in row for row in logged) == 32
     assert "checkpoints/" in (run_dir / "summary.md").read_text()
+    assert [p.name for p in (run_dir / "checkpoints").glob("checkpoint-*")] == ["checkpoint-4"]
 
     assert main(["--resume", str(run_dir), "--num-generations", "2", "--no-dashboard"]) == 2
     assert "only --total-steps may change" in capsys.readouterr().err
