@@ -47,8 +47,9 @@ class Config:
         "logit",
         "what a classifier reward pays: 'logit' (its POSITIVE logit, the classic setup) or "
         "'log-prob' (log P(POSITIVE), near 0 for text already positive, so the policy is paid "
-        "for turning negative text positive rather than for ever more gushing text); VADER "
-        "pays its compound score either way",
+        "for turning negative text positive rather than for ever more gushing text), or "
+        "'verdict' (1 for text judged positive, else 0: what the POSITIVE fraction counts); "
+        "VADER pays its compound score unless 'verdict'",
         choices=SCORES,
     )
     prompts: str = option(

@@ -47,13 +47,16 @@ def positive_label_index(config, name: str = "the classifier") -> int:
     return found[0]
 
 
-SCORES = ("logit", "log-prob")  # what a classifier reward pays (see ClassifierReward)
+# What a reward pays (see ClassifierReward; VADER pays its compound score or the verdict).
+SCORES = ("logit", "log-prob", "verdict")
 
 
 class ClassifierReward:
     """Reward = the raw POSITIVE logit of a sequence classifier (as in the classic experiment),
     or with score="log-prob" log P(POSITIVE): near 0 for any text already judged positive, so
-    the policy is paid for turning negative text positive, not for ever more gushing text."""
+    the policy is paid for turning negative text positive, not for ever more gushing text;
+    with score="verdict" 1 for a text judged positive and 0 otherwise (what the POSITIVE
+    fraction counts)."""
 
     def __init__(
         self,
@@ -110,6 +113,8 @@ class ClassifierReward:
         # One classifier pass for both: evaluation needs the scores and the verdicts.
         logits = self.logits(texts)
         positive = logits.argmax(axis=1) == self.positive
+        if self.score == "verdict":
+            return positive.astype(np.float32), positive
         if self.score == "log-prob":  # log-softmax over the labels, shifted for stability
             shifted = logits - logits.max(axis=1, keepdims=True)
             logits = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
@@ -117,9 +122,12 @@ class ClassifierReward:
 
 
 class VaderReward:
-    """Reward = VADER's compound score in [-1, 1]; positive at >= 0.05 (VADER's own cut)."""
+    """Reward = VADER's compound score in [-1, 1]; positive at >= 0.05 (VADER's own cut). With
+    score="verdict" 1 for a positive text and 0 otherwise; a lexicon has no logit or
+    probability, so the other scores pay the compound score."""
 
-    def __init__(self):
+    def __init__(self, score: str = "logit"):
+        self.verdict_only = score == "verdict"
         try:
             from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
         except ImportError:
@@ -129,18 +137,19 @@ class VaderReward:
         self.analyzer = SentimentIntensityAnalyzer()
 
     def __call__(self, texts: list[str]) -> np.ndarray:
-        return np.array(
-            [self.analyzer.polarity_scores(t)["compound"] for t in texts], dtype=np.float32
-        )
+        return self.score_and_verdict(texts)[0]
 
     def score_and_verdict(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        scores = self(texts)
-        return scores, scores >= 0.05
+        compound = np.array(
+            [self.analyzer.polarity_scores(t)["compound"] for t in texts], dtype=np.float32
+        )
+        positive = compound >= 0.05
+        return (positive.astype(np.float32) if self.verdict_only else compound), positive
 
 
 def build_reward(name: str = "default", device: str = "cpu", score: str = "logit") -> Reward:
     """'default'/'model': our trained MiniLM; 'vader'; else a classifier dir or hub id.
-    `score` is what a classifier pays (SCORES); VADER's compound score has no other form."""
+    `score` is what the reward pays (SCORES; VADER: its compound score, or the verdict)."""
     if name in ("default", "model"):
         folder = reward_model_dir()
         if not is_complete(folder):
@@ -149,7 +158,7 @@ def build_reward(name: str = "default", device: str = "cpu", score: str = "logit
             )
         return ClassifierReward(str(folder), device=device, score=score)
     if name == "vader":
-        return VaderReward()
+        return VaderReward(score)
     path = Path(name).expanduser()
     return ClassifierReward(str(path) if path.is_dir() else name, device=device, score=score)
 

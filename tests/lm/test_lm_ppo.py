@@ -244,11 +244,17 @@ def test_evaluation_scores_each_completion_once_per_scorer(tokenizer):
     from rl_lab.lm.rewards import VaderReward
 
     class CountingVader(VaderReward):
-        scored = 0
+        """Counts the texts its lexicon scores, however the reward reaches it."""
 
-        def __call__(self, texts):
-            self.scored += len(texts)
-            return super().__call__(texts)
+        def __init__(self):
+            super().__init__()
+            self.scored, lexicon = 0, self.analyzer.polarity_scores
+
+            def counted(text):
+                self.scored += 1
+                return lexicon(text)
+
+            self.analyzer.polarity_scores = counted
 
     reward, judge = CountingVader(), CountingVader()
     evaluate_lm(make(tokenizer), reward, PROMPTS, seed=0, judge=judge)

@@ -80,6 +80,15 @@ def test_log_prob_score_is_log_softmax_of_the_positive_column(tmp_path, tokenize
         rewards.ClassifierReward(str(folder), score="prob")
 
 
+def test_verdict_score_pays_one_for_positive_text_only(tmp_path, tokenizer):
+    _, folder = tiny_classifier(tmp_path, tokenizer, {0: "NEGATIVE", 1: "POSITIVE"})
+    logits = rewards.build_reward(str(folder)).logits(TEXTS)
+    scores, positive = rewards.build_reward(str(folder), score="verdict").score_and_verdict(TEXTS)
+    np.testing.assert_array_equal(positive, logits[:, 1] > logits[:, 0])
+    assert scores.dtype == np.float32
+    np.testing.assert_array_equal(scores, positive.astype(np.float32))
+
+
 @pytest.mark.parametrize(
     "labels, column", [({0: "neg", 1: "pos"}, 1), ({0: "Negative", 1: "Neutral", 2: "Positive"}, 2)]
 )
@@ -118,6 +127,14 @@ def test_vader_reward_on_obvious_sentences():
     same_scores, positive = reward.score_and_verdict(TEXTS)
     np.testing.assert_array_equal(same_scores, scores)
     np.testing.assert_array_equal(positive, [True, False, False])
+    verdicts, same_positive = rewards.build_reward("vader", score="verdict").score_and_verdict(
+        TEXTS
+    )
+    assert verdicts.dtype == np.float32
+    np.testing.assert_array_equal(verdicts, [1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(same_positive, positive)
+    # A lexicon has no logit or probability: those scores pay the compound score.
+    np.testing.assert_array_equal(rewards.build_reward("vader", score="log-prob")(TEXTS), scores)
 
 
 def test_default_reward_needs_training(monkeypatch, tmp_path):
