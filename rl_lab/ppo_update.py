@@ -10,6 +10,7 @@ agent's too; this module sees only the tensors of each micro-batch:
 
     old_logprobs, old_values, advantages, returns: [B] or [B, T]
     mask: [B, T] (optional): 1 for real tokens, 0 for padding
+    ref_logprobs: [B, T] (only with kl_coef > 0): the reference model's log-probs
     weight: scalar (optional): the part's share of its minibatch's loss (default 1 / parts)
 """
 
@@ -36,6 +37,9 @@ class PPOSettings:
     vf_coef: float
     ent_coef: float = 0.0
     target_kl: float = 0.0  # stop the epochs once approx KL exceeds 1.5x this (0: off)
+    # Weight of a k3 estimate of KL(policy || reference) in the loss, from the micro-batch's
+    # "ref_logprobs" (LM PPO's --kl-penalty loss, as TRL's GRPO pays it; 0: off).
+    kl_coef: float = 0.0
 
 
 class Learner(Protocol):
@@ -74,6 +78,9 @@ def ppo_loss(
         values, batch["old_values"], batch["returns"], settings.clip_value or None, mask
     )
     loss = policy_loss + settings.vf_coef * value_loss - settings.ent_coef * entropy
+    if settings.kl_coef > 0:
+        kl = fn.kl_estimate(logprobs, batch["ref_logprobs"], "k3")
+        loss = loss + settings.kl_coef * fn.masked_mean(kl, mask)
     terms = {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy, **info}
     return loss, terms
 

@@ -73,6 +73,13 @@ class Config:
         0.2, "value clip around the rollout's values (0: off)", min=0.0
     )
     vf_coef: float = option(0.1, "value loss weight", min=0.0)
+    kl_penalty: str = option(
+        "reward",
+        "where the KL to the reference is paid: 'reward' (minus the coefficient times each "
+        "token's log-ratio, in the reward, as Ziegler et al.) or 'loss' (the coefficient times a "
+        "k3 estimate per token, added to the policy loss, as TRL's GRPO pays it)",
+        choices=("reward", "loss"),
+    )
     gamma: float = option(1.0, "discount over generated tokens", min=0.0, max=1.0)
     gae_lambda: float = option(0.95, "GAE lambda", min=0.0, max=1.0)
     init_kl_coef: float = option(0.2, "initial KL penalty coefficient", min=0.0)
@@ -457,10 +464,11 @@ class LMPPOAgent:
         if c.completions_per_prompt > 1:
             scores = centre_on_group(scores, c.completions_per_prompt)
 
-        # Per-token reward: -coef * KL estimate to the reference, plus the score on the last
-        # generated token (the EOS where there is one).
+        # Per-token reward: -coef * KL estimate to the reference (unless the loss pays it),
+        # plus the score on the last generated token (the EOS where there is one).
         kl = fn.kl_estimate(old_logprobs, ref_logprobs, "k1") * mask
-        rewards = -self.kl.coef * kl
+        in_loss = c.kl_penalty == "loss"
+        rewards = torch.zeros_like(kl) if in_loss else -self.kl.coef * kl
         last = (mask.sum(1).long() - 1).clamp(min=0)
         rows = torch.arange(batch, device=self.device)
         rewards[rows, last] += scores
@@ -490,6 +498,7 @@ class LMPPOAgent:
             "input_ids": r["input_ids"],
             "attention_mask": r["attention_mask"],
             **({"hidden": r["hidden"]} if "hidden" in r else {}),
+            **({"ref_logprobs": ref_logprobs * mask} if in_loss else {}),
         }
         self.prompt_len = r["prompt_len"]
         settings = PPOSettings(
@@ -497,6 +506,7 @@ class LMPPOAgent:
             clip=c.clip_range,
             clip_value=c.clip_range_value,
             vf_coef=c.vf_coef,
+            kl_coef=self.kl.coef if in_loss else 0.0,
         )
         metrics = ppo_update(settings, self.minibatches, self)
         self.batch = None

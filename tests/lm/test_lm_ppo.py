@@ -188,6 +188,49 @@ def test_a_floor_above_the_initial_kl_coefficient_is_refused():
         ppo.Config(init_kl_coef=0.2, min_kl_coef=0.3)
 
 
+def test_kl_in_the_loss_adds_the_coefficient_times_the_k3_estimate():
+    from rl_lab import functional as fn
+    from rl_lab.ppo_update import PPOSettings, ppo_loss
+
+    torch.manual_seed(0)
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    logprobs, ref = -torch.rand(2, 3) * mask, -torch.rand(2, 3) * mask
+    batch = {
+        "old_logprobs": logprobs, "old_values": torch.zeros(2, 3), "advantages": torch.randn(2, 3),
+        "returns": torch.randn(2, 3), "mask": mask, "ref_logprobs": ref,
+    }  # fmt: skip
+    values, entropy = torch.zeros(2, 3), torch.tensor(1.0)
+    plain = PPOSettings(epochs=1, clip=0.2, clip_value=0.0, vf_coef=0.1)
+    with_kl = PPOSettings(epochs=1, clip=0.2, clip_value=0.0, vf_coef=0.1, kl_coef=0.5)
+    base, _ = ppo_loss(plain, batch, logprobs, values, entropy)
+    total, _ = ppo_loss(with_kl, batch, logprobs, values, entropy)
+    k3 = fn.kl_estimate(logprobs, ref, "k3")
+    assert total == pytest.approx(float(base + 0.5 * (k3 * mask).sum() / mask.sum()), rel=1e-6)
+    assert total > base  # k3 >= 0, and the two differ
+
+
+def test_kl_in_the_loss_pulls_a_drifted_policy_back_to_the_reference(tokenizer):
+    """--kl-penalty loss: with no score to chase, the loss's KL term alone moves the policy
+    toward the frozen reference (and the reward carries no KL penalty of its own)."""
+    agent = make(tokenizer, kl_penalty="loss", init_kl_coef=0.0, lr=3e-2, mini_batch_size=8)
+
+    def kl_now() -> float:
+        rollout = agent.generate(PROMPTS)
+        return float(
+            ((rollout["logprobs"] - agent.reference_logprobs(rollout)) * rollout["mask"]).sum()
+        )
+
+    for _ in range(3):  # drift: free updates on arbitrary scores
+        rollout_with_scores(agent, PROMPTS, np.linspace(-1, 1, len(PROMPTS)))
+        agent.update()
+    drifted = kl_now()
+    agent.kl.coef = 5.0
+    for _ in range(3):
+        rollout_with_scores(agent, PROMPTS, np.zeros(len(PROMPTS)))
+        agent.update()
+    assert drifted > 0.5 and kl_now() < 0.5 * drifted, (drifted, kl_now())
+
+
 def test_mean_reward_rises_on_a_toy_reward(tokenizer):
     """Reward = how often the chosen token ("e") appears in the completion."""
 
