@@ -338,6 +338,7 @@ def run_numbers(run_dir: Path, kind: str) -> dict:
             "wall_seconds": report["wall_seconds"],
             "reward_before": report["before"]["mean_reward"],
             **{key: after[key] for key in ("judge_positive_fraction",) if key in after},
+            **paid_reward(run_dir),
         }
     train_seconds = report["wall_seconds"] - report["timers"]["eval"]
     solved = report["first_solved_step"] is not None
@@ -351,6 +352,30 @@ def run_numbers(run_dir: Path, kind: str) -> dict:
         "env_steps": report["env_steps"],
         "wall_seconds": report["wall_seconds"],
     }
+
+
+def paid_reward(run_dir: Path) -> dict:
+    """Which reward judged a text run's POSITIVE verdicts, and which score of it was paid (its
+    held-out `reward`): runs are ranked by numbers on one scale only."""
+    try:
+        algo = json.loads((run_dir / "config.json").read_text())["algo_config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}  # a run from before config.json recorded them: assume the defaults alike
+    reward, score = algo.get("reward", "model"), algo.get("reward_score", "logit")
+    if reward == "vader" and score != "verdict":
+        score = "compound"  # a lexicon has no logit: VADER pays its compound score
+    return {"judged_by": reward, "paid": f"{reward}, {score}"}
+
+
+def ranking_metric(runs: list[dict]) -> str | None:
+    """What P(x > y) compares for text runs: the held-out reward when every run paid the same
+    score of the same reward, else the POSITIVE fraction when one reward judged them all, else
+    nothing (a logit against a log-probability, or one judge's verdicts against another's)."""
+    if len({n.get("paid") for n in runs}) == 1:
+        return "reward"
+    if len({n.get("judged_by") for n in runs}) == 1:
+        return "positive_fraction"
+    return None
 
 
 def eval_curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -430,16 +455,19 @@ def write_report(out: Path, entries: list[Entry], seeds: list[int], task, comman
             if kind == "gym":
                 summary["solved_fraction"] = float(np.mean([n["solved"] for n in numbers]))
         results[entry.label] = summary
-    main_key = metrics[0][0]
-    improvement = {}
+    improvement, unranked = {}, []
     for x in entries:
         for y in entries:
             xs, ys = runs[x.label], runs[y.label]
             if x == y or not xs or not ys:
                 continue
-            pair = f"P({x.label} > {y.label})"
+            key = metrics[0][0] if kind == "gym" else ranking_metric([*xs.values(), *ys.values()])
+            if key is None:
+                unranked.append(f"P({x.label} > {y.label})")
+                continue
+            pair = f"P({x.label} > {y.label})" + ("" if key == metrics[0][0] else f" on {key}")
             point, low, high = stats.probability_of_improvement_interval(
-                [n[main_key] for n in xs.values()], [n[main_key] for n in ys.values()]
+                [n[key] for n in xs.values()], [n[key] for n in ys.values()]
             )
             improvement[pair] = {"point": point, "ci": [low, high]}
             if kind == "gym":  # faster to solve is better: compare negated times
@@ -459,6 +487,7 @@ def write_report(out: Path, entries: list[Entry], seeds: list[int], task, comman
         "metrics": {key: text for key, text, _ in metrics},
         "results": results,
         "probability_of_improvement": improvement,
+        "not_ranked": unranked,
         "runs": {label: {str(s): n for s, n in r.items()} for label, r in runs.items()},
         "markdown_table": table,
     }
@@ -520,6 +549,13 @@ def write_markdown(out: Path, report: dict, entries, metrics, kind) -> None:
     for pair, value in report["probability_of_improvement"].items():
         low, high = value["ci"]
         lines.append(f"- {pair} = {value['point']:.2f} [{low:.2f}, {high:.2f}]")
+    if kind == "text":
+        lines.append(
+            "- (on the held-out reward where both paid the same score of the same reward, else "
+            "on the POSITIVE fraction where one reward judged both)"
+        )
+    lines += [f"- {pair}: not computed, the runs were judged by different rewards"
+              for pair in report["not_ranked"]]  # fmt: skip
     lines += ["", "Means with 95% CIs:", ""]
     for entry in entries:
         r = report["results"][entry.label]

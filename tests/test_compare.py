@@ -135,6 +135,43 @@ def test_text_runs_report_their_after_metrics(tmp_path):
     assert steps.tolist() == [32, 64] and rewards.tolist() == [0.101, 0.5]
 
 
+def write_text_runs(out, entry, seeds, positive, reward, algo_config):
+    for seed, fraction, mean_reward in zip(seeds, positive, reward):
+        run_dir = out / entry.directory / f"s{seed}"
+        run_dir.mkdir(parents=True)
+        after = {"mean_reward": mean_reward, "positive_fraction": fraction, "kl": 1.0,
+                 "distinct_2": 0.9, "perplexity": 20.0}  # fmt: skip
+        report = {"before": {**after, "mean_reward": 0.0}, "after": after,
+                  "wall_seconds": 10.0, "completions": 64, "timers": {}}  # fmt: skip
+        (run_dir / "eval.json").write_text(json.dumps(report))
+        (run_dir / "config.json").write_text(json.dumps({"algo_config": algo_config}))
+        row = {"step": 64, "charts/mean_reward": mean_reward}
+        (run_dir / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+
+
+def test_text_runs_paid_on_different_scales_are_ranked_by_positive_fraction(tmp_path):
+    """A logit (about 1) against a log-probability (below 0) would rank by scale: the POSITIVE
+    fraction, judged by the same reward model, ranks them; another judge is not ranked."""
+    from rl_lab.compare import Entry, write_report
+    from rl_lab.registry import get_task
+
+    logit, log_prob, vader = Entry("ppo", "lab"), Entry("grpo", "trl"), Entry("rloo", "trl")
+    seeds = [100, 101]
+    write_text_runs(tmp_path, logit, seeds, [0.8, 0.8], [1.0, 1.1], {"reward": "model"})
+    log_prob_config = {"reward": "model", "reward_score": "log-prob"}
+    write_text_runs(tmp_path, log_prob, seeds, [0.9, 0.9], [-0.2, -0.1], log_prob_config)
+    write_text_runs(tmp_path, vader, seeds, [0.5, 0.5], [0.3, 0.3], {"reward": "vader"})
+    report = write_report(tmp_path, [logit, log_prob, vader], seeds, get_task("sentiment"), "c")
+    ranked = report["probability_of_improvement"]
+    assert ranked["P(grpo:trl > ppo:lab) on positive_fraction"]["point"] == 1.0
+    assert "P(grpo:trl > ppo:lab)" not in ranked
+    assert report["not_ranked"] == [f"P({a} > {b})" for a, b in [
+        ("ppo:lab", "rloo:trl"), ("grpo:trl", "rloo:trl"), ("rloo:trl", "ppo:lab"),
+        ("rloo:trl", "grpo:trl")]]  # fmt: skip
+    markdown = (tmp_path / "report.md").read_text()
+    assert "- P(ppo:lab > rloo:trl): not computed, the runs were judged by different" in markdown
+
+
 def test_compare_through_a_local_ray_with_a_preset_file(tmp_path, capsys):
     """Every run a Ray task on a local Ray (2 CPUs); a preset file is one of the contenders."""
     ray = pytest.importorskip("ray")
