@@ -15,9 +15,11 @@ from torch import nn
 class CausalLMWithValueHead(nn.Module):
     """`forward(input_ids, attention_mask) -> (logits [B, L, V], values [B, L])`."""
 
-    def __init__(self, pretrained: nn.Module, hidden_size: int):
+    def __init__(self, pretrained: nn.Module, hidden_size: int, detach_value: bool = False):
         super().__init__()
         self.pretrained = pretrained
+        # detach_value: the value loss trains the head alone, never the blocks the policy uses.
+        self.detach_value = detach_value
         self.value_head = nn.Linear(hidden_size, 1)
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
@@ -47,6 +49,8 @@ class CausalLMWithValueHead(nn.Module):
             **tokens,
         )
         hidden = out.hidden_states[-1]
+        if self.detach_value:
+            hidden = hidden.detach()
         values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
         if hidden_at is None:
             return out.logits, values

@@ -73,6 +73,17 @@ class Config:
         0.2, "value clip around the rollout's values (0: off)", min=0.0
     )
     vf_coef: float = option(0.1, "value loss weight", min=0.0)
+    value_lr: float = option(
+        0.0,
+        "the value head's own learning rate (0: --lr); a zero-initialised head learns slowly "
+        "at the policy's rate",
+        min=0.0,
+    )
+    detach_value: bool = option(
+        False,
+        "the value head reads the last hidden state without passing gradients back: the value "
+        "loss trains the head alone, so fitting the critic never moves the policy's blocks",
+    )
     kl_penalty: str = option(
         "reward",
         "where the KL to the reference is paid: 'reward' (minus the coefficient times each "
@@ -297,7 +308,12 @@ class LMPPOAgent:
             self.reference.requires_grad_(False)
         self.prefix = self.frozen_prefixes(model) if c.trainable_layers else None
         self.trainable = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(self.trainable, lr=c.lr, weight_decay=0.0)
+        groups = self.trainable
+        if c.value_lr:  # a second group only then: checkpoints of one group still load
+            head = list(model.value_head.parameters())
+            body = [p for p in self.trainable if all(p is not h for h in head)]
+            groups = [{"params": body}, {"params": head, "lr": c.value_lr}]
+        optimizer = torch.optim.AdamW(groups, lr=c.lr, weight_decay=0.0)
         if train:
             self.model, self.optimizer = accelerator.prepare(model, optimizer)
         else:  # evaluation only (beside a TRL trainer, which wraps the model for processes)
@@ -660,7 +676,9 @@ def make_agent(config: Config, pretrained, tokenizer, seed: int, train: bool = T
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             pretrained = get_peft_model(pretrained, lora)
-    model = CausalLMWithValueHead(pretrained, hidden_size(pretrained.config))
+    model = CausalLMWithValueHead(
+        pretrained, hidden_size(pretrained.config), detach_value=config.detach_value
+    )
     if config.trainable_layers:
         freeze_lower_layers(model, config.trainable_layers)
     distributed.state()  # joins a launch's processes first (on CPUs too, see there)

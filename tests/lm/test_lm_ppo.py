@@ -54,6 +54,28 @@ def test_value_head_shapes_and_zero_init(tokenizer):
     assert torch.count_nonzero(values) == 0
 
 
+@pytest.mark.parametrize("detach", [False, True])
+def test_detached_value_head_trains_the_head_alone(tokenizer, detach):
+    model = CausalLMWithValueHead(tiny_llama(tokenizer), 32, detach_value=detach)
+    torch.nn.init.normal_(model.value_head.weight)  # a zero head passes no gradient either way
+    encoded = tokenizer(PROMPTS[:3], return_tensors="pt", padding=True)
+    _, values = model(encoded["input_ids"], encoded["attention_mask"])
+    values.square().mean().backward()
+    assert model.value_head.weight.grad.abs().sum() > 0
+    trunk = [p.grad for p in model.pretrained.parameters()]
+    reached = any(g is not None and g.abs().sum() > 0 for g in trunk)
+    assert reached != detach
+
+
+def test_value_lr_gives_the_value_head_its_own_rate(tokenizer):
+    assert len(make(tokenizer).optimizer.param_groups) == 1  # old checkpoints still load
+    agent = make(tokenizer, lr=1e-4, value_lr=3e-3)
+    body, head = agent.optimizer.param_groups
+    assert (body["lr"], head["lr"]) == (1e-4, 3e-3)
+    assert {id(p) for p in head["params"]} == {id(p) for p in agent.policy.value_head.parameters()}
+    assert len(body["params"]) + len(head["params"]) == len(agent.trainable)
+
+
 def test_left_padding_does_not_change_a_prompts_logits(tokenizer):
     model = CausalLMWithValueHead(tiny_llama(tokenizer), 32)
     alone = tokenizer(["This movie"], return_tensors="pt")
