@@ -360,7 +360,7 @@ def paid_reward(run_dir: Path) -> dict:
     try:
         algo = json.loads((run_dir / "config.json").read_text())["algo_config"]
     except (OSError, ValueError, KeyError, TypeError):
-        return {}  # a run from before config.json recorded them: assume the defaults alike
+        return {}  # unknown: ranked only beside runs as unknown, never against a known score
     reward, score = algo.get("reward", "model"), algo.get("reward_score", "logit")
     if reward == "vader" and score != "verdict":
         score = "compound"  # a lexicon has no logit: VADER pays its compound score
