@@ -357,13 +357,15 @@ def run_numbers(run_dir: Path, kind: str) -> dict:
 def paid_reward(run_dir: Path) -> dict:
     """Which reward judged a text run's POSITIVE verdicts, and which score of it was paid (its
     held-out `reward`): runs are ranked by numbers on one scale only."""
+    from rl_lab.lm.rewards import paid_score
+    from rl_lab.runner import read_run_config
+
     try:
-        algo = json.loads((run_dir / "config.json").read_text())["algo_config"]
-    except (OSError, ValueError, KeyError, TypeError):
+        algo = read_run_config(str(run_dir))["algo_config"]
+    except UserError:  # no or a damaged config.json
         return {}  # unknown: ranked only beside runs as unknown, never against a known score
-    reward, score = algo.get("reward", "model"), algo.get("reward_score", "logit")
-    if reward == "vader" and score != "verdict":
-        score = "compound"  # a lexicon has no logit: VADER pays its compound score
+    reward = algo.get("reward", "model")
+    score = paid_score(reward, algo.get("reward_score", "logit"))
     return {"judged_by": reward, "paid": f"{reward}, {score}"}
 
 

@@ -144,7 +144,8 @@ def write_text_runs(out, entry, seeds, positive, reward, algo_config):
         report = {"before": {**after, "mean_reward": 0.0}, "after": after,
                   "wall_seconds": 10.0, "completions": 64, "timers": {}}  # fmt: skip
         (run_dir / "eval.json").write_text(json.dumps(report))
-        (run_dir / "config.json").write_text(json.dumps({"algo_config": algo_config}))
+        config = {"algo": entry.algo, "task": "sentiment", "run": {}, "algo_config": algo_config}
+        (run_dir / "config.json").write_text(json.dumps(config))
         row = {"step": 64, "charts/mean_reward": mean_reward}
         (run_dir / "metrics.jsonl").write_text(json.dumps(row) + "\n")
 

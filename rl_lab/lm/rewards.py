@@ -51,6 +51,12 @@ def positive_label_index(config, name: str = "the classifier") -> int:
 SCORES = ("logit", "log-prob", "verdict")
 
 
+def paid_score(reward: str, score: str) -> str:
+    """What the reward named `reward` pays when asked for `score`: a lexicon (VADER) has no
+    logit or probability, so it pays its compound score unless asked for the verdict."""
+    return "compound" if reward == "vader" and score != "verdict" else score
+
+
 class ClassifierReward:
     """Reward = the raw POSITIVE logit of a sequence classifier (as in the classic experiment),
     or with score="log-prob" log P(POSITIVE): near 0 for any text already judged positive, so
@@ -127,7 +133,7 @@ class VaderReward:
     probability, so the other scores pay the compound score."""
 
     def __init__(self, score: str = "logit"):
-        self.verdict_only = score == "verdict"
+        self.score = paid_score("vader", score)
         try:
             from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
         except ImportError:
@@ -144,7 +150,7 @@ class VaderReward:
             [self.analyzer.polarity_scores(t)["compound"] for t in texts], dtype=np.float32
         )
         positive = compound >= 0.05
-        return (positive.astype(np.float32) if self.verdict_only else compound), positive
+        return (positive.astype(np.float32) if self.score == "verdict" else compound), positive
 
 
 def build_reward(name: str = "default", device: str = "cpu", score: str = "logit") -> Reward:
